@@ -1,0 +1,1 @@
+"""One GLUE fine-tuning trial: data, metrics, model, training loop and the Ray Tune trainable."""

@@ -1,0 +1,113 @@
+"""One trial's flat config: what a sweep samples and what every record carries."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from qrlora import FullFinetuneConfig, LoRAConfig, MethodConfig, QRLoRAConfig, SVDLoRAConfig
+
+from .glue import TASKS
+
+METHODS = ("qrlora", "lora", "svd_lora", "full")
+# Chosen on SST-2 (MiniLM, 2,000 examples, 3 epochs, seed 0) from a grid per method; see the README.
+DEFAULT_LR = {"qrlora": 1e-2, "lora": 1e-3, "svd_lora": 5e-4, "full": 5e-5}
+DEFAULT_LORA_RANK = 2
+
+
+@dataclass
+class TrialConfig:
+    """Everything that defines a trial; unknown keys and bad values fail before any work starts."""
+
+    task: str = "sst2"
+    model: str = "minilm"
+    method: str = "qrlora"
+    # targets and method hyper-parameters (tau/rank_rule: QR-LoRA; alpha/lora_dropout: LoRA, SVD-LoRA)
+    layers: str = "last:4"
+    matrices: str = "q"
+    train_head: bool = True
+    tau: float = 0.5
+    rank_rule: str = "relative"
+    rank: int | None = None  # QR-LoRA with rank_rule 'rank'; LoRA/SVD-LoRA rank (default 2)
+    alpha: float | None = None
+    lora_dropout: float = 0.0
+    # data
+    train_size: int | None = 10_000
+    max_length: int = 128
+    glue_dir: str | None = None
+    # optimisation
+    epochs: int = 3
+    lr: float | None = None  # None: DEFAULT_LR[method]
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    # the paper's protocol: full fine-tuning for warmup_epochs before the method is applied
+    warmup_epochs: int = 0
+    warmup_lr: float = 5e-5
+    cache_dir: str | None = None  # warm-up checkpoints and QR bases; default $QRLORA_CACHE_DIR or ~/.cache/qrlora
+    # resources per trial (Ray): several small trials can share one GPU with gpus < 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    # testing fault tolerance: raise once, right after this epoch's checkpoint is reported
+    fail_at_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: unknown {self.task!r}; choose one of {', '.join(sorted(TASKS))}")
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(METHODS)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.train_size is not None and (not isinstance(self.train_size, int) or self.train_size < 1):
+            raise ValueError(f"train_size: must be an integer >= 1 or null (all), got {self.train_size!r}")
+        if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs: must be an integer >= 0, got {self.warmup_epochs!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        if self.method in ("lora", "svd_lora") and self.rank is None:
+            self.rank = DEFAULT_LORA_RANK
+        self.method_config()  # validates layers, matrices, tau, rank rule, rank
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
+        allowed = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown trial config key; allowed: {', '.join(sorted(allowed))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def method_config(self) -> MethodConfig:
+        targets = {"layers": self.layers, "matrices": self.matrices, "train_head": self.train_head}
+        if self.method == "qrlora":
+            return QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, **targets)
+        if self.method in ("lora", "svd_lora"):
+            cls = LoRAConfig if self.method == "lora" else SVDLoRAConfig
+            return cls(rank=self.rank, alpha=self.alpha, dropout=self.lora_dropout, **targets)
+        return FullFinetuneConfig()
+
+    def method_params(self) -> dict[str, Any]:
+        """The keys that matter for this method (a LoRA trial has no tau): what records show."""
+        common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "batch_size",
+                  "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs"]
+        if self.warmup_epochs:
+            common.append("warmup_lr")
+        if self.method != "full":
+            common += ["layers", "matrices", "train_head"]
+        if self.method == "qrlora":
+            common += ["tau", "rank_rule"] + (["rank"] if self.rank_rule == "rank" else [])
+        elif self.method in ("lora", "svd_lora"):
+            common += ["rank", "alpha", "lora_dropout"]
+        return {name: getattr(self, name) for name in common}
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir or os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora")
