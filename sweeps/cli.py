@@ -41,7 +41,7 @@ def command_train(args: argparse.Namespace) -> int:
     """One trial, no sweep: progress on stderr, the final record as the last stdout line (JSON)."""
     from trainables.config import TrialConfig
 
-    options = {key: value for key, value in vars(args).items() if key not in ("command", "handler", "parser")}
+    options = {key: value for key, value in vars(args).items() if key not in ("handler", "parser")}
     try:
         config = TrialConfig.from_dict(options)
     except ValueError as error:
@@ -53,14 +53,127 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    """Read and validate the spec (and flag overrides) before Ray or MLflow start."""
+    import yaml
+
+    from sweeps.spec import load_spec, parse_spec
+
+    try:
+        spec = load_spec(args.spec)
+        values = yaml.safe_load(open(args.spec))
+        if args.num_samples is not None:
+            values.setdefault("search", {})["samples"] = args.num_samples
+        if args.storage:
+            values["storage_path"] = args.storage
+        if args.tracking_uri:
+            values["tracking_uri"] = args.tracking_uri
+        spec = parse_spec(values)
+    except ValueError as error:
+        args.parser.error(str(error))
+    return spec, values
+
+
+def command_run(args: argparse.Namespace, resume: bool = False) -> int:
+    """Run a sweep spec on Ray; progress while it runs, each task's Pareto front at the end."""
+    spec, values = _load(args)
+    from sweeps.run import run_sweep
+
+    summary = run_sweep(spec, values, address=args.address, resume=resume)
+    print(format_fronts(summary))
+    return 0
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    """Resume an interrupted sweep: unfinished and errored trials continue, the Optuna study too."""
+    return command_run(args, resume=True)
+
+
+def command_pareto(args: argparse.Namespace) -> int:
+    """Pareto fronts (score up, parameters down) per task from MLflow: pareto.csv/.json/.png."""
+    from sweeps.pareto import export_pareto
+
+    try:
+        summary = export_pareto(args.experiment, args.out, tracking_uri=_uri(args), task=args.task, x=args.x)
+    except ValueError as error:
+        args.parser.error(str(error))
+    print(format_fronts(summary))
+    print(f"wrote {args.out}/pareto.csv, pareto.json, pareto.png")
+    return 0
+
+
+def command_ls(args: argparse.Namespace) -> int:
+    """Sweeps in the tracking store and how far each got."""
+    from sweeps.tracking import list_sweeps
+
+    rows = list_sweeps(_uri(args))
+    if not rows:
+        print(f"no sweeps in {_uri(args)}")
+        return 0
+    header = ("sweep", "status", "started", "finished", "failed", "running", "tasks")
+    print(_table(header, [tuple(row[key] for key in header) for row in rows]))
+    return 0
+
+
+def _uri(args: argparse.Namespace) -> str:
+    from sweeps.tracking import tracking_uri
+
+    return tracking_uri(args.tracking_uri)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    cells = [tuple(str(value) for value in row) for row in [header, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def format_fronts(summary: dict) -> str:
+    """Each task's front as a table: the numbers a researcher reads first."""
+    blocks = []
+    for task, result in summary["tasks"].items():
+        rows = [(row["method"], f"{row['score']:.4f}", int(row["trainable_params"]), int(row["adapter_params"]),
+                 row.get("tau", ""), row.get("rank", ""), row.get("layers", ""), row.get("matrices", ""))
+                for row in result["front"]]
+        blocks.append(f"{task}: {len(result['front'])} of {result['n_runs']} runs on the front "
+                      f"(x = {summary['x']}, hypervolume {result['hypervolume']:.4f})\n" + _table(
+                          ("method", "score", "trainable", "adapter", "tau", "rank", "layers", "matrices"), rows))
+    return "\n\n".join(blocks)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qrlora-sweep", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train = commands.add_parser("train", help="run one trial (no Ray, no sweep) and print its record as JSON",
-                                description=command_train.__doc__)
+    parser = _Parser(prog="qrlora-sweep", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, handler, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=handler.__doc__)
+        sub.set_defaults(handler=handler, parser=sub)
+        return sub
+
+    for name, handler in (("run", command_run), ("resume", command_resume)):
+        sub = command(name, handler, handler.__doc__.split(";")[0].split(":")[0])
+        sub.add_argument("spec", help="sweep spec (YAML), e.g. sweeps/quickstart.yaml")
+        sub.add_argument("--address", default=None, help="Ray cluster: auto or ray://host:10001 (default: start a local Ray)")
+        sub.add_argument("--tracking-uri", default=None, help="MLflow URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
+        sub.add_argument("--storage", default=None, help="Ray results and checkpoints: a path or s3://bucket/prefix")
+        sub.add_argument("--num-samples", type=int, default=None, help="override search.samples")
+    pareto = command("pareto", command_pareto, "export Pareto fronts of a sweep from MLflow")
+    pareto.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
+    pareto.add_argument("--task", default=None, help="one task only (default: every task)")
+    pareto.add_argument("--x", default="trainable_params", help="trainable_params (default) or adapter_params")
+    pareto.add_argument("--out", default="pareto", help="output directory (default: ./pareto)")
+    pareto.add_argument("--tracking-uri", default=None)
+    train = command("train", command_train, "run one trial (no Ray, no sweep) and print its record as JSON")
     add_trial_options(train)
-    train.set_defaults(handler=command_train, parser=train)
+    listing = command("ls", command_ls, "list sweeps and their progress")
+    listing.add_argument("--tracking-uri", default=None)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line (`qrlora-sweep run: error: field: problem`), without the usage dump."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,17 @@ from .train import run_trial
 
 STATE_FILE = "trial_state.pt"
 RECORD_FILE = "record.json"
+SPECTRA_FILE = "spectra.json"
 
 
 def save_checkpoint(directory: str | Path, record: dict[str, Any], state: dict[str, Any]) -> None:
-    """A trial checkpoint: the resumable state (torch) and the epoch's record (JSON, human-readable)."""
+    """A trial checkpoint: the resumable state (torch), the epoch's record and QR-LoRA's |R_ii| spectra (JSON)."""
+    state = dict(state)
+    spectra = state.pop("spectra", None)
     torch.save(state, Path(directory) / STATE_FILE)
     (Path(directory) / RECORD_FILE).write_text(json.dumps(record, indent=2))
+    if spectra:
+        (Path(directory) / SPECTRA_FILE).write_text(json.dumps(spectra))
 
 
 def load_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:

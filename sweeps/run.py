@@ -1,0 +1,96 @@
+"""Run a sweep: per task one Ray Tune experiment (grid, or Optuna in an RDB), every trial in MLflow,
+and the Pareto fronts at the end."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
+
+from trainables.trainable import glue_trainable, trial_resources
+
+from .pareto import export_pareto
+from .space import DefineByRun, trial_config
+from .spec import SweepSpec
+from .tracking import TrialRecorder, end_sweep_run, start_sweep_run, tracking_uri
+
+
+def sweep_trainable(config: dict[str, Any]) -> None:
+    """The GLUE trainable on the flat config (Optuna's nested `<method>: {...}` copies dropped)."""
+    glue_trainable(trial_config(config))
+
+
+trainable = tune.with_resources(sweep_trainable, trial_resources)
+
+
+def storage_root(spec: SweepSpec) -> str:
+    """Ray needs an absolute path or a URI (s3://... for multi-node checkpoints)."""
+    return spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
+
+
+def experiment_name(spec: SweepSpec, task: str) -> str:
+    return f"{spec.name}-{task}"
+
+
+def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tune.Tuner:
+    single = len(spec.objectives) == 1
+    metric, mode = ("score", "max") if single else (None, None)
+    param_space: dict[str, Any] = {}
+    if spec.search.algorithm == "grid":
+        points = spec.grid(task) * spec.search.samples
+        search, num_samples = BasicVariantGenerator(points_to_evaluate=points), len(points)
+        # Ray fills preset points only into keys the space declares; every point sets every key.
+        param_space = dict.fromkeys(points[0])
+    else:
+        sampler_class = optuna.samplers.TPESampler if spec.search.algorithm == "optuna" else \
+            optuna.samplers.RandomSampler
+        search = OptunaSearch(
+            space=DefineByRun(spec, task), metric=spec.objectives if not single else "score",
+            mode=spec.modes if not single else "max", sampler=sampler_class(seed=spec.search.seed),
+            study_name=experiment_name(spec, task), storage=optuna.storages.RDBStorage(spec.search.storage))
+        num_samples = spec.search.samples
+    scheduler = None
+    if spec.scheduler.name == "asha":
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
+                                  grace_period=spec.scheduler.grace_period,
+                                  reduction_factor=spec.scheduler.reduction_factor)
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=search, num_samples=num_samples, metric=metric, mode=mode,
+                                    scheduler=scheduler, max_concurrent_trials=spec.search.concurrency),
+        run_config=tune.RunConfig(
+            name=experiment_name(spec, task), storage_path=storage_root(spec),
+            callbacks=[TrialRecorder(uri, spec.name, parent_run_id)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=1), verbose=1))
+
+
+def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None = None,
+              uri: str | None = None, resume: bool = False, pareto_dir: str | Path | None = None) -> dict:
+    """Run (or resume) every task's experiment; returns the Pareto summary per task."""
+    uri = tracking_uri(uri or spec.tracking_uri)
+    if os.environ.get("GLUE_DIR") and "glue_dir" not in spec.trial:
+        # Trials run in their own working directories, maybe on other nodes: pass an absolute path.
+        spec.trial["glue_dir"] = str(Path(os.environ["GLUE_DIR"]).resolve())
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False if address is None else None)
+    parent_run_id = start_sweep_run(uri, spec.name, spec_values)
+    failed = True
+    try:
+        for task in spec.tasks:
+            path = f"{storage_root(spec)}/{experiment_name(spec, task)}"
+            if resume and tune.Tuner.can_restore(path):
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+            else:
+                tuner = build_tuner(spec, task, uri, parent_run_id)
+            tuner.fit()
+        failed = False
+    finally:
+        end_sweep_run(uri, parent_run_id, failed)
+    return export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)

