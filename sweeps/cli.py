@@ -132,7 +132,8 @@ def format_fronts(summary: dict) -> str:
     blocks = []
     for task, result in summary["tasks"].items():
         rows = [(row["method"], f"{row['score']:.4f}", int(row["trainable_params"]), int(row["adapter_params"]),
-                 row.get("tau", ""), row.get("rank", ""), row.get("layers", ""), row.get("matrices", ""))
+                 *(row.get(key) if row.get(key) not in (None, "") else "-"
+                   for key in ("tau", "rank", "layers", "matrices")))
                 for row in result["front"]]
         blocks.append(f"{task}: {len(result['front'])} of {result['n_runs']} runs on the front "
                       f"(x = {summary['x']}, hypervolume {result['hypervolume']:.4f})\n" + _table(

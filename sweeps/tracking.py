@@ -81,7 +81,7 @@ class TrialRecorder(MLflowLoggerCallback):
         run = self.mlflow_util.start_run(tags=tags, run_name=f"{config.task}-{config.method}-{trial.trial_id}",
                                          set_active=False)
         self._trial_runs[trial] = run.info.run_id
-        self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=config.to_dict())
+        self.mlflow_util.log_params(run_id=run.info.run_id, params_to_log=config.params())
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         run_id = self._trial_runs.get(trial)

@@ -161,8 +161,12 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert run.data.tags["sweep"] == "e2e" and run.data.tags["task"] == "sst2"
         assert run.data.tags["method"] == run.data.params["method"] and len(run.data.tags["git_commit"]) >= 7
-        for param in ("task", "method", "tau", "rank_rule", "layers", "matrices", "train_size", "lr", "seed", "rank"):
+        method_params = {"qrlora": {"tau", "rank_rule"}, "lora": {"rank", "alpha", "lora_dropout"}}
+        for param in {"task", "method", "layers", "matrices", "train_size", "lr", "seed", "epochs", "max_length",
+                      *method_params[run.data.params["method"]]}:
             assert param in run.data.params
+        other = "lora" if run.data.params["method"] == "qrlora" else "qrlora"
+        assert not method_params[other] & set(run.data.params)  # no other method's hyper-parameters
         assert run.data.params["train_size"] == "48" and run.data.params["layers"] == "last:1"
         for metric in ("score", "accuracy", "adapter_params", "trainable_params", "total_params", "wall_time_s",
                        "throughput", "train_loss"):
