@@ -1,6 +1,6 @@
 """qrlora-sweep: run QR-LoRA / PEFT sweeps on GLUE and single trials.
 
-Heavy imports (torch, transformers, Ray, MLflow) happen inside the commands, so `--help` is instant.
+Ray, MLflow and the training code are imported inside the commands that need them.
 """
 from __future__ import annotations
 
@@ -55,19 +55,15 @@ def command_train(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace):
     """Read and validate the spec (and flag overrides) before Ray or MLflow start."""
-    import yaml
-
-    from sweeps.spec import load_spec, parse_spec
+    from sweeps.spec import parse_spec, read_spec
 
     try:
-        spec = load_spec(args.spec)
-        values = yaml.safe_load(open(args.spec))
-        if args.num_samples is not None:
-            values.setdefault("search", {})["samples"] = args.num_samples
-        if args.storage:
-            values["storage_path"] = args.storage
-        if args.tracking_uri:
-            values["tracking_uri"] = args.tracking_uri
+        values = read_spec(args.spec)
+        if isinstance(values, dict):  # parse_spec reports anything else
+            overrides = {"storage_path": args.storage, "tracking_uri": args.tracking_uri}
+            values.update({key: value for key, value in overrides.items() if value})
+            if args.num_samples is not None:
+                values["search"] = {**(values.get("search") or {}), "samples": args.num_samples}
         spec = parse_spec(values)
     except ValueError as error:
         args.parser.error(str(error))

@@ -233,13 +233,17 @@ def _validate_trial(spec: SweepSpec, path: str, values: dict[str, Any]) -> None:
         _fail(path, message)
 
 
-def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read and validate a YAML spec; a missing file or bad YAML is a one-line error too."""
+def read_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw spec mapping of a YAML file; a missing file or bad YAML is a one-line error too."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"spec: no file {path}")
     try:
-        values = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise ValueError(f"spec: {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_spec(values)
+
+
+def load_spec(path: str | os.PathLike) -> SweepSpec:
+    """Read and validate a YAML spec."""
+    return parse_spec(read_spec(path))

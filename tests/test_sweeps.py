@@ -1,6 +1,8 @@
 """Sweep specs, search spaces, and one real end-to-end sweep through Ray Tune + Optuna + MLflow."""
 import copy
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -208,3 +210,13 @@ def test_pareto_files_agree_with_the_runs(sweep):
         assert float(row["score"]) == points[row["run_id"]][0]
     tags = {r.info.run_id: client.get_run(r.info.run_id).data.tags.get("pareto") for r in runs}
     assert tags == {run_id: str(run_id in front).lower() for run_id in points}
+
+
+def test_run_rejects_a_bad_spec_before_anything_starts(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(with_change("methods.qrlora.tau", [0.5, 3])))
+    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec)], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "qrlora-sweep run: error: methods.qrlora.tau: must be in (0, 1], got 3"
+    assert [path.name for path in tmp_path.iterdir()] == ["bad.yaml"]  # no mlflow.db, no ray_results
