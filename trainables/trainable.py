@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -42,7 +43,10 @@ def glue_trainable(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             _, resume_state = load_checkpoint(directory)
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def report(record: dict[str, Any], state: dict[str, Any]) -> None:
+        record = {**record, "node_id": node_id}  # which cluster node ran the trial
         with tempfile.TemporaryDirectory() as directory:
             save_checkpoint(directory, record, state)
             tune.report(record, checkpoint=tune.Checkpoint.from_directory(directory))
