@@ -166,17 +166,23 @@ def export_pareto(
     return summary
 
 
-def _finished_trial_rows(client: MlflowClient, experiment_id: str, x: str) -> list[dict]:
-    """Every finished trial that has a score and an x count, as a flat row (all pages)."""
-    rows, page_token = [], None
+def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    """Every run matching the filter, following MLflow's pagination."""
+    runs, page_token = [], None
     while True:
         page = client.search_runs(
-            [experiment_id], TRIAL_FILTER, max_results=SEARCH_PAGE_SIZE, page_token=page_token
+            [experiment_id], filter_string, max_results=SEARCH_PAGE_SIZE, page_token=page_token
         )
-        rows += [row for run in page if (row := _trial_row(run)) is not None and row[x] is not None]
+        runs += page
         page_token = page.token
         if not page_token:
-            return rows
+            return runs
+
+
+def _finished_trial_rows(client: MlflowClient, experiment_id: str, x: str) -> list[dict]:
+    """Every finished trial that has a score and an x count, as a flat row."""
+    return [row for run in search_all_runs(client, experiment_id, TRIAL_FILTER)
+            if (row := _trial_row(run)) is not None and row[x] is not None]
 
 
 def _trial_row(run: Run) -> dict | None:

@@ -16,6 +16,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 from trainables.config import TrialConfig
 from trainables.trainable import SPECTRA_FILE
 
+from .pareto import search_all_runs
 from .space import trial_config
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -131,15 +132,7 @@ def list_sweeps(uri: str) -> list[dict[str, Any]]:
                                       order_by=["attributes.start_time DESC"], max_results=1)
         if not launches:
             continue
-        trials = []
-        page_token = None
-        while True:
-            page = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'",
-                                      max_results=1000, page_token=page_token)
-            trials += page
-            page_token = page.token
-            if not page_token:
-                break
+        trials = search_all_runs(client, experiment.experiment_id, "tags.`qrlora.role` = 'trial'")
         statuses = [run.info.status for run in trials]
         latest = launches[0].info
         rows.append({"sweep": experiment.name, "status": latest.status,
