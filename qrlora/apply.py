@@ -71,11 +71,11 @@ def _set_trainable(model: nn.Module, config: TargetConfig, adapter_param_names: 
 
 
 def _inject_qrlora(model: nn.Module, config: QRLoRAConfig, cache: BasisCache) -> dict[str, ModuleReport]:
+    targets = find_targets(model, config)
+    linears = [model.get_submodule(target.name) for target in targets]
     modules = {}
-    for target in find_targets(model, config):
+    for target, linear, (key, basis) in zip(targets, linears, cache.get_many([linear.weight for linear in linears])):
         parent_name, _, child_name = target.name.rpartition(".")
-        linear = model.get_submodule(target.name)
-        key, basis = cache.get(linear.weight)
         rank = select_rank(basis.diag, config.rank_rule, config.tau, config.rank)
         setattr(model.get_submodule(parent_name), child_name, QRLoRALinear(linear, basis, rank))
         modules[target.name] = ModuleReport(target.layer, target.matrix, rank, basis.diag.tolist(), key)

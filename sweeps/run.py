@@ -63,7 +63,9 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search, num_samples=num_samples, metric=metric, mode=mode,
-                                    scheduler=scheduler, max_concurrent_trials=spec.search.concurrency),
+                                    scheduler=scheduler, max_concurrent_trials=spec.search.concurrency,
+                                    # one worker process runs trial after trial: no re-imports, warm memory caches
+                                    reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment_name(spec, task), storage_path=storage_root(spec),
             callbacks=[TrialRecorder(uri, spec.name, parent_run_id)],
@@ -76,8 +78,14 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
     """Run (or resume) every task's experiment; returns the Pareto summary per task."""
     uri = tracking_uri(uri or spec.tracking_uri)
     if os.environ.get("GLUE_DIR") and "glue_dir" not in spec.trial:
-        # Trials run in their own working directories, maybe on other nodes: pass an absolute path.
-        spec.trial["glue_dir"] = str(Path(os.environ["GLUE_DIR"]).resolve())
+        spec.trial["glue_dir"] = os.environ["GLUE_DIR"]
+    for name in ("glue_dir", "cache_dir", "shared_cache"):
+        # Trials run in their own working directories: relative paths must not resolve against those.
+        if spec.trial.get(name) and "://" not in spec.trial[name]:
+            spec.trial[name] = str(Path(spec.trial[name]).expanduser().resolve())
+    if "://" in spec.storage_path and "shared_cache" not in spec.trial:
+        # Storage every node reaches (s3://...): warm-up checkpoints computed on one node serve all.
+        spec.trial["shared_cache"] = f"{spec.storage_path.rstrip('/')}/cache"
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False if address is None else None)
     parent_run_id = start_sweep_run(uri, spec.name, spec_values)

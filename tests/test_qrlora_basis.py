@@ -85,7 +85,7 @@ def test_cache_hits_in_memory_and_on_disk(tmp_path):
     key_again, second = cache.get(weight.clone())
     assert key == key_again and second is first
     assert (cache.hits, cache.misses) == (1, 1)
-    assert [path.name for path in tmp_path.iterdir()] == [f"{key}.npz"]
+    assert [path.name for path in tmp_path.glob("*.safetensors")] == [f"{key}.safetensors"]
     fresh = BasisCache(tmp_path)  # another process on the same node
     _, from_disk = fresh.get(weight)
     assert (fresh.hits, fresh.misses) == (1, 0)

@@ -46,3 +46,12 @@ def tiny_inputs(batch: int = 3, length: int = 7, seed: int = 1) -> dict[str, tor
     generator = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, 100, (batch, length), generator=generator)
     return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+
+
+def tiny_inputs_padded(seed: int = 1) -> dict[str, torch.Tensor]:
+    """Three rows of lengths 7, 4 and 2, right-padded with pad id 0 like load_tokenizer pads."""
+    inputs = tiny_inputs(3, 7, seed)
+    for row, length in enumerate((7, 4, 2)):
+        inputs["input_ids"][row, length:] = 0
+        inputs["attention_mask"][row, length:] = 0
+    return inputs

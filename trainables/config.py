@@ -14,6 +14,7 @@ METHODS = ("qrlora", "lora", "svd_lora", "full")
 # Chosen on SST-2 (MiniLM, 2,000 examples, 3 epochs, seed 0) as the best of a grid per method (README).
 DEFAULT_LR = {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-2, "full": 5e-5}
 DEFAULT_LORA_RANK = 2
+CACHES = ("basis", "warmup", "prefix")
 
 
 @dataclass
@@ -48,7 +49,14 @@ class TrialConfig:
     # the paper's protocol: full fine-tuning for warmup_epochs before the method is applied
     warmup_epochs: int = 0
     warmup_lr: float = 5e-5
-    cache_dir: str | None = None  # warm-up checkpoints and QR bases; default $QRLORA_CACHE_DIR or ~/.cache/qrlora
+    # Work shared between trials (README "Performance"): 'basis' (one pivoted QR per weight per node),
+    # 'warmup' (one warm-up checkpoint per key, across nodes through shared_cache) and 'prefix' (hidden
+    # states entering the lowest adapted layer, computed once with the frozen layers below it in eval
+    # mode: unlike uncached training, no dropout below that layer). 'none' turns every cache off.
+    caches: str = "basis,warmup,prefix"
+    cache_dir: str | None = None  # this node's caches; default $QRLORA_CACHE_DIR or ~/.cache/qrlora
+    shared_cache: str | None = None  # path or URI (s3://...) every node reaches: warm-up checkpoints
+    group_by_length: bool = True  # batches of similar length (less padding), train order still random
     # resources per trial (Ray): several small trials can share one GPU with gpus < 1
     cpus: float = 1.0
     gpus: float = 0.0
@@ -67,6 +75,12 @@ class TrialConfig:
             raise ValueError(f"train_size: must be an integer >= 1 or null (all), got {self.train_size!r}")
         if not isinstance(self.warmup_epochs, int) or self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs: must be an integer >= 0, got {self.warmup_epochs!r}")
+        if isinstance(self.caches, (list, tuple)):
+            self.caches = ",".join(self.caches) or "none"
+        unknown_caches = set(self.cache_set) - set(CACHES)
+        if not isinstance(self.caches, str) or unknown_caches:
+            raise ValueError(f"caches: unknown {self.caches!r}; a comma-separated subset of "
+                             f"{', '.join(CACHES)}, or 'none'")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr!r}")
         if self.lr is None:
@@ -104,7 +118,8 @@ class TrialConfig:
     def method_params(self) -> dict[str, Any]:
         """The keys that matter for this method (a LoRA trial has no tau): what records show."""
         common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "batch_size",
-                  "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs"]
+                  "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs", "group_by_length",
+                  "caches"]
         if self.warmup_epochs:
             common.append("warmup_lr")
         if self.method != "full":
@@ -114,6 +129,11 @@ class TrialConfig:
         elif self.method in ("lora", "svd_lora"):
             common += ["rank", "alpha", "lora_dropout"]
         return {name: getattr(self, name) for name in common}
+
+    @property
+    def cache_set(self) -> set[str]:
+        caches = self.caches if isinstance(self.caches, str) else ""
+        return {name.strip() for name in caches.split(",") if name.strip()} - {"none"}
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir or os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora")

@@ -1,6 +1,8 @@
 """Model names: any Hugging Face id or local path, plus the offline default `minilm`."""
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -16,8 +18,11 @@ def resolve_model(name: str) -> str:
     return name
 
 
+@functools.cache
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_model(name))
+    """Pads on the right for every model, so a token's position never depends on its batch (which the
+    frozen-prefix cache relies on); decoder heads find the last real token either way. One per process."""
+    return AutoTokenizer.from_pretrained(resolve_model(name), padding_side="right")
 
 
 def load_model(name: str, num_labels: int, seed: int) -> torch.nn.Module:

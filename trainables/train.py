@@ -1,8 +1,12 @@
 """One GLUE fine-tuning trial, read top to bottom: data, warm-up, method, train, evaluate, record."""
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -10,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from qrlora import AdapterReport, BasisCache, FullFinetuneConfig, apply_method
 
@@ -17,6 +22,8 @@ from .config import TrialConfig
 from .glue import get_task, load_split, subsample
 from .metrics import compute_metrics
 from .models import load_model, load_tokenizer
+from .prefix import (FrozenPrefix, PrefixStates, bypassed, cached_states, compute_states, frozen_prefix,
+                     prefix_key, weights_digest)
 from .warmup import warmed_up
 
 EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
@@ -39,21 +46,30 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     if config.warmup_epochs:
         def full_finetuning_warmup() -> None:
             apply_method(model.to(device), FullFinetuneConfig())
-            for _ in train(model, train_data, collate, config, device, config.warmup_lr, config.warmup_epochs,
+            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr, config.warmup_epochs,
                            progress, "warm-up"):
                 pass
 
         warmup_hit = warmed_up(model, config, train_data, full_finetuning_warmup)
-    model, report = apply_method(model, config.method_config(), BasisCache(config.resolved_cache_dir() / "basis"))
+    model, report = apply_method(model, config.method_config(), basis_cache(config))
     model.to(device)
+    prefix = frozen_prefix(model) if "prefix" in config.cache_set else None
+    splits = {"train": Split(train_data), **{name: Split(dataset) for name, dataset in eval_data.items()}}
+    prefix_hit, prefix_seconds = None, 0.0
+    if prefix:  # from here on, layers >= prefix.start train and evaluate on cached states
+        prefix_start = time.perf_counter()
+        prefix_hit = add_prefix_states(model, prefix, splits, collate, config, device)
+        prefix_seconds = time.perf_counter() - prefix_start
+    train_split = splits.pop("train")
 
     record: dict[str, Any] = {}
-    for epoch, loss, train_seconds, state in train(model, train_data, collate, config, device, config.lr,
-                                                   config.epochs, progress, config.method, resume_state):
-        metrics = evaluate(model, eval_data, collate, config, device)
+    for epoch, loss, train_seconds, state in train(model, train_split, collate, config, device, config.lr,
+                                                   config.epochs, progress, config.method, resume_state, prefix):
+        metrics = evaluate(model, splits, collate, config, device, prefix)
         record = {**config.method_params(), "epoch": epoch, "train_loss": loss, **metrics,
                   **report_fields(report), "warmup_cache_hit": warmup_hit,
-                  "train_time_s": train_seconds,
+                  "prefix_layer": prefix.start if prefix else None, "prefix_cache_hit": prefix_hit,
+                  "prefix_time_s": prefix_seconds, "train_time_s": train_seconds,
                   "throughput": epoch * len(train_data) / train_seconds if train_seconds else 0.0,
                   "wall_time_s": state["wall_time_s"] + time.perf_counter() - started, "device": device.type}
         state["wall_time_s"] = record["wall_time_s"]
@@ -65,6 +81,19 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     return record
 
 
+@functools.cache
+def _node_basis_cache(directory: Path) -> BasisCache:
+    return BasisCache(directory)
+
+
+def basis_cache(config: TrialConfig) -> BasisCache:
+    """With the basis cache on, one cache per node directory, kept in memory by each worker process too;
+    off, a fresh in-memory cache per trial (every pivoted QR recomputed)."""
+    if "basis" not in config.cache_set:
+        return BasisCache()
+    return _node_basis_cache(config.resolved_cache_dir() / "basis")
+
+
 def report_fields(report: AdapterReport) -> dict[str, Any]:
     return {"adapter_params": report.adapter_params, "trainable_params": report.trainable_params,
             "total_params": report.total_params, "ranks": report.ranks}
@@ -72,27 +101,92 @@ def report_fields(report: AdapterReport) -> dict[str, Any]:
 
 def prepare_data(config: TrialConfig, tokenizer) -> tuple[Any, dict[str, Any]]:
     """Seeded train subset and every eval split, tokenized (padding happens per batch)."""
-    task = get_task(config.task)
+    train_data, eval_data = _tokenized(config.task, config.glue_dir, config.train_size, config.seed, config.max_length,
+                                       tokenizer)
+    return train_data, dict(eval_data)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenized(task_name: str, glue_dir: str | None, train_size: int | None, seed: int, max_length: int, tokenizer):
+    """Kept per process: a Ray worker runs trial after trial, mostly on the same data."""
+    task = get_task(task_name)
 
     def tokenize(dataset):
         encode = lambda batch: tokenizer(*(batch[name] for name in task.text_fields), truncation=True,
-                                         max_length=config.max_length)
-        return dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"])
+                                         max_length=max_length)
+        tokenized = dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"])
+        return tokenized.add_column("row", list(range(len(tokenized))))  # ties a batch to cached states
 
-    train_data = subsample(load_split(config.task, "train", config.glue_dir), config.train_size, config.seed)
-    eval_data = {split: tokenize(load_split(config.task, split, config.glue_dir)) for split in task.eval_splits}
+    train_data = subsample(load_split(task_name, "train", glue_dir), train_size, seed)
+    eval_data = {split: tokenize(load_split(task_name, split, glue_dir)) for split in task.eval_splits}
     return tokenize(train_data), eval_data
 
 
-def train(model, train_data, collate, config: TrialConfig, device, lr: float, epochs: int, progress: bool,
-          label: str, resume_state: dict[str, Any] | None = None):
+@dataclass
+class Split:
+    """A tokenized split and, when the frozen prefix is cached, its examples' states entering layer L."""
+
+    dataset: Any
+    states: PrefixStates | None = None
+
+
+def add_prefix_states(model, prefix: FrozenPrefix, splits: dict[str, Split], collate, config: TrialConfig,
+                      device) -> bool:
+    """Give every split its cached prefix states (computed on a miss); True if all came from the cache."""
+    weights, hits = weights_digest(prefix), []
+    for split in splits.values():
+        compute = functools.partial(compute_states, model, prefix, batches(split, collate, config), device)
+        split.states, hit = cached_states(config.resolved_cache_dir() / "prefix", prefix_key(weights, split.dataset),
+                                          compute)
+        hits.append(hit)
+    return all(hits)
+
+
+def batches(split: Split, collate, config: TrialConfig, shuffle_seed: int | None = None) -> DataLoader:
+    """Padded batches with `row` indices (and `prefix_states` when cached).
+
+    Training batches are shuffled with `shuffle_seed`; with `group_by_length` they hold examples of
+    similar length (Transformers' LengthGroupedSampler), and eval batches run shortest first.
+    """
+    dataset, states = split.dataset, split.states
+    lengths = [len(ids) for ids in dataset["input_ids"][:]]
+    generator = None if shuffle_seed is None else torch.Generator().manual_seed(shuffle_seed)
+    batch_size = config.eval_batch_size if shuffle_seed is None else config.batch_size
+    if shuffle_seed is None:
+        sampler = sorted(range(len(lengths)), key=lengths.__getitem__) if config.group_by_length else None
+    elif config.group_by_length:
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
+
+    def pad(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = collate(features)
+        if states is not None:
+            batch["prefix_states"] = states.batch(batch["row"])
+        return batch
+
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=pad)
+
+
+def forward(model, batch: dict[str, torch.Tensor], fed, device, labels: bool = True):
+    """The model on one batch; with the prefix bypassed, its cached states stand in for the embeddings."""
+    states = batch.pop("prefix_states", None)
+    if fed is not None:
+        fed.states = states.to(device)
+    inputs = {key: value.to(device) for key, value in batch.items() if key != "row" and (labels or key != "labels")}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return model(**inputs)
+
+
+def train(model, train_split: Split, collate, config: TrialConfig, device, lr: float, epochs: int, progress: bool,
+          label: str, resume_state: dict[str, Any] | None = None, prefix: FrozenPrefix | None = None):
     """AdamW + linear schedule over the model's trainable parameters.
 
     Yields (epoch, mean loss, cumulative train seconds, resumable state) after every epoch.
     """
     params = [param for param in model.parameters() if param.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
-    steps_per_epoch = -(-len(train_data) // config.batch_size)
+    steps_per_epoch = -(-len(train_split.dataset) // config.batch_size)
     total_steps = epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     first_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
@@ -106,20 +200,18 @@ def train(model, train_data, collate, config: TrialConfig, device, lr: float, ep
     for epoch in range(first_epoch, epochs + 1):
         # Seeded per epoch, so a resumed trial sees the same batches and dropout as an uninterrupted one.
         torch.manual_seed(config.seed * 10_007 + epoch)
-        loader = DataLoader(train_data, batch_size=config.batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(config.seed * 10_007 + epoch))
+        loader = batches(train_split, collate, config, shuffle_seed=config.seed * 10_007 + epoch)
         model.train()
         epoch_start, losses = time.perf_counter(), []
-        for batch in tqdm(loader, desc=f"{label} epoch {epoch}/{epochs}", disable=not progress, leave=False):
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+        with bypassed(prefix) if prefix else nullcontext() as fed:
+            for batch in tqdm(loader, desc=f"{label} epoch {epoch}/{epochs}", disable=not progress, leave=False):
+                loss = forward(model, batch, fed, device).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
         train_seconds += time.perf_counter() - epoch_start
         state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "params": {name: param.detach().cpu().clone() for name, param in model.named_parameters()
@@ -129,18 +221,20 @@ def train(model, train_data, collate, config: TrialConfig, device, lr: float, ep
 
 
 @torch.no_grad()
-def evaluate(model, eval_data: dict[str, Any], collate, config: TrialConfig, device) -> dict[str, float]:
+def evaluate(model, eval_splits: dict[str, Split], collate, config: TrialConfig, device,
+             prefix: FrozenPrefix | None = None) -> dict[str, float]:
     """Dev metrics of every eval split, plus the task's headline `score`."""
     model.eval()
     regression = get_task(config.task).num_labels == 1
     predictions, labels = {}, {}
-    for split, dataset in eval_data.items():
-        outputs = []
-        for batch in DataLoader(dataset, batch_size=config.eval_batch_size, collate_fn=collate):
-            batch = {key: value.to(device) for key, value in batch.items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-            outputs.append(logits.squeeze(-1) if regression else logits.argmax(-1))
-        predictions[split] = torch.cat(outputs).cpu().numpy()
-        labels[split] = np.asarray(dataset["label"][:])
+    for name, split in eval_splits.items():
+        dataset = split.dataset
+        split_predictions = torch.empty(len(dataset), dtype=torch.float32 if regression else torch.long)
+        with bypassed(prefix) if prefix else nullcontext() as fed:
+            for batch in batches(split, collate, config):
+                rows = batch["row"]
+                logits = forward(model, batch, fed, device, labels=False).logits.float().cpu()
+                split_predictions[rows] = logits.squeeze(-1) if regression else logits.argmax(-1)
+        predictions[name] = split_predictions.numpy()
+        labels[name] = np.asarray(dataset["label"][:])
     return compute_metrics(config.task, predictions, labels)

