@@ -1,12 +1,11 @@
 """Pivoted QR of a frozen weight, the rank rules, and a content-keyed cache of decompositions."""
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,17 @@ class QRBasis:
     q: np.ndarray
     r_unpivoted: np.ndarray
     diag: np.ndarray
+    _converted: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and r_unpivoted as torch tensors of `dtype`, converted once per basis: cached trials skip it."""
+        if dtype not in self._converted:
+            self._converted[dtype] = (torch.from_numpy(self.q).to(dtype).contiguous(),
+                                      torch.from_numpy(self.r_unpivoted).to(dtype).contiguous())
+        return self._converted[dtype]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"q": self.q, "r_unpivoted": self.r_unpivoted, "diag": self.diag}
 
 
 def pivoted_qr(weight: torch.Tensor) -> QRBasis:
@@ -114,7 +124,7 @@ class BasisCache:
                 return QRBasis(**safetensors.numpy.load_file(path)), False
             basis = pivoted_qr(weight)
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
-                arrays = {name: np.ascontiguousarray(array) for name, array in dataclasses.asdict(basis).items()}
+                arrays = {name: np.ascontiguousarray(array) for name, array in basis.arrays().items()}
                 handle.write(safetensors.numpy.save(arrays))  # LAPACK's q is Fortran-ordered
             os.replace(handle.name, path)
             return basis, True

@@ -19,9 +19,9 @@ class QRLoRALinear(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         like = {"dtype": base.weight.dtype, "device": base.weight.device}
-        self.register_buffer("q", torch.as_tensor(basis.q[:, :rank]).to(**like).contiguous(), persistent=False)
-        self.register_buffer("r", torch.as_tensor(basis.r_unpivoted[:rank]).to(**like).contiguous(),
-                             persistent=False)
+        q, r = basis.factors(base.weight.dtype)
+        self.register_buffer("q", q[:, :rank].to(base.weight.device, copy=True).contiguous(), persistent=False)
+        self.register_buffer("r", r[:rank].to(base.weight.device, copy=True), persistent=False)
         self.lambdas = nn.Parameter(torch.zeros(rank, **like))
 
     @property

@@ -1,6 +1,7 @@
 """Sweep specs, search spaces, and one real end-to-end sweep through Ray Tune + Optuna + MLflow."""
 import copy
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,7 +120,7 @@ def sweep(tiny_model_dir, glue_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("sweep")
     values = {"name": "e2e", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 2,
-              "trial": {"max_length": 32, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
+              "trial": {"max_length": 32, "cache_dir": "cache", "glue_dir": str(glue_dir)},  # relative: to cwd
               "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}, "layers": "last:1", "lr": 0.01},
                           "lora": {"rank": [1, 2], "layers": "last:1"}},
               "search": {"algorithm": "optuna", "samples": 4, "concurrency": 2, "seed": 3,
@@ -129,11 +130,23 @@ def sweep(tiny_model_dir, glue_dir, tmp_path_factory):
     (work / "e2e.yaml").write_text(yaml.safe_dump(values))
     spec = load_spec(work / "e2e.yaml")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cwd = os.getcwd()
+    os.chdir(work)
     try:
         summary = run_sweep(spec, values, pareto_dir=work / "pareto")
     finally:
+        os.chdir(cwd)
         ray.shutdown()
     return work, summary
+
+
+def test_sweep_trials_share_bases_and_prefix_states(sweep):
+    """The two-layer model adapted in its last layer: every trial of the sweep needs the same prefix
+    states (train and dev) and QR-LoRA trials the same basis, so each is computed once, under the
+    driver's working directory even though `cache_dir` was relative and trials run elsewhere."""
+    work, _ = sweep
+    assert len(list((work / "cache" / "prefix").glob("*.safetensors"))) == 2
+    assert len(list((work / "cache" / "basis").glob("*.safetensors"))) == 1
 
 
 def test_sweep_records_parent_and_nested_trial_runs(sweep):
