@@ -8,11 +8,12 @@ plus the head on them. The one semantic difference from uncached training: no dr
 """
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import peft
@@ -30,6 +31,8 @@ EMBEDDINGS = {"bert": "embeddings", "roberta": "embeddings", "distilbert": "embe
               "llama": "embed_tokens", "mistral": "embed_tokens", "qwen2": "embed_tokens"}
 # Layers that return (hidden_states, attentions) rather than hidden_states alone.
 TUPLE_LAYERS = {"deberta-v2"}
+# Config fields the prefix states do not depend on: the task head's, and where the checkpoint came from.
+HEAD_FIELDS = {"id2label", "label2id", "num_labels", "problem_type", "architectures", "_name_or_path"}
 
 
 @dataclass
@@ -37,6 +40,7 @@ class FrozenPrefix:
     """The frozen bottom of a model: its embeddings and layers[:start]."""
 
     model_type: str
+    config: str  # the model config as JSON, without the task's labels
     embeddings_parent: nn.Module
     embeddings_name: str
     layers: nn.ModuleList
@@ -66,12 +70,15 @@ def frozen_prefix(model: nn.Module) -> FrozenPrefix | None:
     if any(param.requires_grad and id(param) not in in_suffix for param in backbone.parameters()):
         return None
     parent_name, _, name = EMBEDDINGS[model_type].rpartition(".")
-    return FrozenPrefix(model_type, backbone.get_submodule(parent_name), name, layers, start)
+    config = {key: value for key, value in inner.config.to_dict().items() if key not in HEAD_FIELDS}
+    return FrozenPrefix(model_type, json.dumps(config, sort_keys=True, default=str),
+                        backbone.get_submodule(parent_name), name, layers, start)
 
 
 def weights_digest(prefix: FrozenPrefix) -> xxhash.xxh3_128:
-    """Hash of the prefix's depth and weights (embeddings and layers below L, buffers included)."""
-    digest = xxhash.xxh3_128(f"{prefix.model_type}|{prefix.start}".encode())
+    """Hash of the model config, the prefix's depth and its weights (embeddings and layers below L, buffers
+    included)."""
+    digest = xxhash.xxh3_128(f"{prefix.config}|{prefix.start}".encode())
     for module in prefix.modules():
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
@@ -142,7 +149,7 @@ def compute_states(model: nn.Module, prefix: FrozenPrefix, batches, device: torc
     return PrefixStates(torch.cat(ordered), torch.tensor([len(states) for states in ordered]))
 
 
-def cached_states(directory: Path, key: str, compute) -> tuple[PrefixStates, bool]:
+def cached_states(directory: Path, key: str, compute: Callable[[], PrefixStates]) -> tuple[PrefixStates, bool]:
     """Load entry `key`, or compute and store it; True if it came from disk.
 
     A file lock makes concurrent trials asking for the same entry wait for one computation; the entry
@@ -154,7 +161,7 @@ def cached_states(directory: Path, key: str, compute) -> tuple[PrefixStates, boo
         if path.exists():
             stored = load_file(path)
             return PrefixStates(stored["flat"], stored["lengths"]), True
-        states: PrefixStates = compute()
+        states = compute()
         partial = path.with_suffix(".partial")
         save_file({"flat": states.flat.contiguous(), "lengths": states.lengths}, partial)
         os.replace(partial, path)

@@ -46,8 +46,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     if config.warmup_epochs:
         def full_finetuning_warmup() -> None:
             apply_method(model.to(device), FullFinetuneConfig())
-            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr, config.warmup_epochs,
-                           progress, "warm-up"):
+            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr,
+                           config.warmup_epochs, progress, "warm-up"):
                 pass
 
         warmup_hit = warmed_up(model, config, train_data, full_finetuning_warmup)
