@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import peft
 import torch
 import xxhash
@@ -25,6 +24,8 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from qrlora.targets import ARCHITECTURES
+
+from .content import hash_rows, hash_tensors
 
 # Where the embedding module sits inside each architecture's backbone (model.base_model).
 EMBEDDINGS = {"bert": "embeddings", "roberta": "embeddings", "distilbert": "embeddings", "deberta-v2": "embeddings",
@@ -80,9 +81,7 @@ def weights_digest(prefix: FrozenPrefix) -> xxhash.xxh3_128:
     included)."""
     digest = xxhash.xxh3_128(f"{prefix.config}|{prefix.start}".encode())
     for module in prefix.modules():
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+        hash_tensors(digest, module.state_dict())
     return digest
 
 
@@ -92,10 +91,8 @@ def prefix_key(weights: xxhash.xxh3_128, dataset) -> str:
     digest = weights.copy()
     for column in ("input_ids", "token_type_ids"):
         if column in dataset.column_names:
-            rows = dataset[column][:]
             digest.update(column.encode())
-            digest.update(np.asarray([len(row) for row in rows], dtype=np.int64).tobytes())
-            digest.update(np.concatenate([np.asarray(row, dtype=np.int64) for row in rows]).tobytes())
+            hash_rows(digest, dataset[column][:])
     return digest.hexdigest()
 
 

@@ -16,6 +16,7 @@ from filelock import FileLock
 from safetensors.torch import load_model, save_model
 
 from .config import TrialConfig
+from .content import hash_rows, hash_tensors
 
 # Everything besides the model's and data's contents that changes the warm-up checkpoint.
 WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ratio", "weight_decay",
@@ -25,12 +26,8 @@ WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ra
 def content_hash(model: torch.nn.Module, train_data) -> str:
     """Hash of the initial weights (head included) and the tokenized train subset."""
     digest = xxhash.xxh3_128()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
-    input_ids = train_data["input_ids"][:]
-    digest.update(np.asarray([len(row) for row in input_ids], dtype=np.int64).tobytes())
-    digest.update(np.concatenate([np.asarray(row, dtype=np.int64) for row in input_ids]).tobytes())
+    hash_tensors(digest, model.state_dict())
+    hash_rows(digest, train_data["input_ids"][:])
     digest.update(np.asarray(train_data["label"][:]).tobytes())
     return digest.hexdigest()
 

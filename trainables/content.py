@@ -1,0 +1,19 @@
+"""Content hashes for cache keys: the same bytes give the same key, any changed byte another one."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xxhash
+
+
+def hash_tensors(digest: xxhash.xxh3_128, tensors: dict[str, torch.Tensor]) -> None:
+    """Add named tensors (a state dict) to `digest`, name and raw bytes each, in sorted order."""
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+
+
+def hash_rows(digest: xxhash.xxh3_128, rows: list[list[int]]) -> None:
+    """Add a column of token-id rows to `digest`: their lengths, then every id."""
+    digest.update(np.asarray([len(row) for row in rows], dtype=np.int64).tobytes())
+    digest.update(np.concatenate([np.asarray(row, dtype=np.int64) for row in rows]).tobytes())
