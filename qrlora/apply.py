@@ -85,17 +85,22 @@ def _inject_qrlora(model: nn.Module, config: QRLoRAConfig, cache: BasisCache) ->
 
 def _inject_lora(model: nn.Module, config: LoRAConfig) -> tuple[nn.Module, dict[str, ModuleReport]]:
     targets = find_targets(model, config)
+    # The head always travels with the adapter (a fresh head is not the base model's own); it trains
+    # only with train_head.
     lora_config = peft.LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=config.init,
-        target_modules=[target.name for target in targets],
-        modules_to_save=head_module_names(model) if config.train_head else None)
+        target_modules=[target.name for target in targets], modules_to_save=head_module_names(model))
     peft_model = peft.get_peft_model(model, lora_config)
+    if not config.train_head:
+        for name, param in peft_model.named_parameters():
+            if ".modules_to_save." in name:
+                param.requires_grad_(False)
     return peft_model, {target.name: ModuleReport(target.layer, target.matrix, config.rank) for target in targets}
 
 
 def _report(model: nn.Module, method: str, total_before: int, modules: dict[str, ModuleReport]) -> AdapterReport:
     trainable = {name: param.numel() for name, param in model.named_parameters() if param.requires_grad}
-    head_prefixes = tuple(f"{name}." for name in head_module_names(_unwrap(model)))
+    head_prefixes = tuple(f"{name}." for name in head_module_names(unwrap(model)))
     adapter = sum(count for name, count in trainable.items()
                   if not _strip_peft_prefix(name).startswith(head_prefixes))
     # LoRA's copies of the head (modules_to_save) are not extra model size: count base + adapter.
@@ -103,7 +108,8 @@ def _report(model: nn.Module, method: str, total_before: int, modules: dict[str,
                          total_before + (0 if method == "full" else adapter), modules)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PeftModel (or the model itself)."""
     return model.get_base_model() if isinstance(model, peft.PeftModel) else model
 
 

@@ -37,14 +37,14 @@ def _head_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def save_adapter(model: nn.Module, report: AdapterReport, config: QRLoRAConfig, directory: str | os.PathLike) -> Path:
     """Write the lambdas and the task head (safetensors) plus the config, ranks and weight hashes (JSON).
 
-    Q and R are not stored: they are recomputed from the base weights on load, and the hashes make
-    sure that happens on the same base model.
+    The head is saved even when it did not train (`train_head=False`): a freshly initialised head is
+    not the base model's own, so a reloaded adapter must bring it. Q and R are not stored: they are
+    recomputed from the base weights on load, and the hashes make sure that happens on the same base.
     """
     directory = Path(directory)
     tensors = {f"{name}.lambdas": layer.lambdas.detach().cpu().contiguous()
                for name, layer in _qrlora_layers(model).items()}
-    if config.train_head:
-        tensors.update({f"head.{name}": tensor.detach().cpu().contiguous() for name, tensor in _head_state(model).items()})
+    tensors.update({f"head.{name}": tensor.detach().cpu().contiguous() for name, tensor in _head_state(model).items()})
     metadata = {"config": config.to_dict(),
                 "modules": {name: {"rank": module.rank, "weight_key": module.weight_key}
                             for name, module in report.modules.items()}}

@@ -77,6 +77,7 @@ def command_run(args: argparse.Namespace, resume: bool = False) -> int:
 
     summary = run_sweep(spec, values, address=args.address, resume=resume)
     print(format_fronts(summary))
+    print(f"runs in MLflow: {summary['runs_url']}")
     return 0
 
 
@@ -90,11 +91,29 @@ def command_pareto(args: argparse.Namespace) -> int:
     from sweeps.pareto import export_pareto
 
     try:
-        summary = export_pareto(args.experiment, args.out, tracking_uri=_uri(args), task=args.task, x=args.x)
+        summary = export_pareto(args.experiment, args.out, tracking_uri=_uri(args), task=args.task, x=args.x,
+                                metric=args.metric)
     except ValueError as error:
         args.parser.error(str(error))
     print(format_fronts(summary))
     print(f"wrote {args.out}/pareto.csv, pareto.json, pareto.png")
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    """Write a trial run's kept adapter (or merged model) to a folder that PEFT / transformers load."""
+    from sweeps.export import export_run
+
+    try:
+        written = export_run(args.run_id, args.out, tracking_uri=_uri(args), format=args.format, merged=args.merged)
+    except ValueError as error:
+        args.parser.error(str(error))
+    print(f"wrote {written['kind']} of {written['method']} run {written['run_id']} to {written['out']}")
+    if written["base"]:
+        print(f"base model: {written['base']}")
+    if written["base"] and args.format == "peft":
+        print(f"load it with: PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
+              f"{written['base']!r}, num_labels={written['num_labels']}), {written['out']!r})")
     return 0
 
 
@@ -117,8 +136,19 @@ def _uri(args: argparse.Namespace) -> str:
     return tracking_uri(args.tracking_uri)
 
 
+def _cell(value: Any) -> str:
+    """Floats (and numbers stored as MLflow's text params) to 4 significant digits: tau 0.7464."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return value if number.is_integer() else f"{number:.4g}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    cells = [tuple(str(value) for value in row) for row in [header, *rows]]
+    cells = [tuple(_cell(value) for value in row) for row in [header, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     return "\n".join("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in cells)
 
@@ -129,11 +159,13 @@ def format_fronts(summary: dict) -> str:
     for task, result in summary["tasks"].items():
         rows = [(row["method"], f"{row['score']:.4f}", int(row["trainable_params"]), int(row["adapter_params"]),
                  *(row.get(key) if row.get(key) not in (None, "") else "-"
-                   for key in ("tau", "rank", "layers", "matrices")))
+                   for key in ("tau", "rank", "layers", "matrices")), row["run_id"])
                 for row in result["front"]]
         blocks.append(f"{task}: {len(result['front'])} of {result['n_runs']} runs on the front "
-                      f"(x = {summary['x']}, hypervolume {result['hypervolume']:.4f})\n" + _table(
-                          ("method", "score", "trainable", "adapter", "tau", "rank", "layers", "matrices"), rows))
+                      f"(x = {summary['x']}, y = {summary.get('metric', 'score')}, "
+                      f"hypervolume {result['hypervolume']:.4f})\n" + _table(
+                          ("method", summary.get("metric", "score"), "trainable", "adapter", "tau", "rank", "layers",
+                           "matrices", "run_id"), rows))
     return "\n\n".join(blocks)
 
 
@@ -157,8 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
     pareto.add_argument("--task", default=None, help="one task only (default: every task)")
     pareto.add_argument("--x", default="trainable_params", help="trainable_params (default) or adapter_params")
+    pareto.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
     pareto.add_argument("--out", default="pareto", help="output directory (default: ./pareto)")
     pareto.add_argument("--tracking-uri", default=None)
+    export = command("export", command_export, "write a trial run's adapter (PEFT or qrlora format, or merged)")
+    export.add_argument("run_id", help="the trial's MLflow run id (pareto.csv lists the front's)")
+    export.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
+    export.add_argument("--format", default="peft", help="peft (default) or qrlora (QR-LoRA runs only)")
+    export.add_argument("--merged", action="store_true", help="one plain transformers model, adapter folded in")
+    export.add_argument("--tracking-uri", default=None)
     train = command("train", command_train, "run one trial (no Ray, no sweep) and print its record as JSON")
     add_trial_options(train)
     listing = command("ls", command_ls, "list sweeps and their progress")

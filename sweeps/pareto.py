@@ -35,7 +35,8 @@ from mlflow.entities import Run
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
 PARAM_COLUMNS = ("tau", "rank_rule", "rank", "layers", "matrices", "train_size", "lr")
-CSV_COLUMNS = ("run_id", "task", "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS)
+METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epoch's
+CSV_COLUMNS = ("run_id", "task", "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri")
 OUTPUT_FILES = ("pareto.csv", "pareto.json", "pareto.png")
 TRIAL_FILTER = "tags.\"qrlora.role\" = 'trial' AND attributes.status = 'FINISHED'"
 SWEEP_FILTER = "tags.\"qrlora.role\" = 'sweep'"
@@ -103,6 +104,7 @@ def export_pareto(
     tracking_uri: str | None = None,
     task: str | None = None,
     x: str = "trainable_params",
+    metric: str = "score",
 ) -> dict:
     """Export the per-task Pareto fronts of a sweep and record them back in MLflow.
 
@@ -111,16 +113,18 @@ def export_pareto(
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
+    if metric not in METRICS:
+        raise ValueError(f"--metric: unknown {metric!r}; choose one of {', '.join(METRICS)}")
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage != "active":
         raise ValueError(
             f"experiment {experiment!r} not found at tracking URI {client.tracking_uri}"
         )
-    rows = _finished_trial_rows(client, found.experiment_id, x)
+    rows = _finished_trial_rows(client, found.experiment_id, x, metric)
     if not rows:
         raise ValueError(
-            f"experiment {experiment!r} has no FINISHED trial runs with metrics 'score' and {x!r}"
+            f"experiment {experiment!r} has no FINISHED trial runs with metrics {metric!r} and {x!r}"
         )
     runs_by_task: dict[str, list[dict]] = {}
     for row in rows:
@@ -143,6 +147,7 @@ def export_pareto(
     summary = {
         "experiment": experiment,
         "x": x,
+        "metric": metric,
         "parent_run_id": parents[0].info.run_id,
         "tasks": {name: _task_summary(runs_by_task[name], x) for name in sorted(runs_by_task)},
     }
@@ -179,15 +184,15 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
             return runs
 
 
-def _finished_trial_rows(client: MlflowClient, experiment_id: str, x: str) -> list[dict]:
-    """Every finished trial that has a score and an x count, as a flat row."""
+def _finished_trial_rows(client: MlflowClient, experiment_id: str, x: str, metric: str = "score") -> list[dict]:
+    """Every finished trial that has the metric and an x count, as a flat row (`score` = that metric)."""
     return [row for run in search_all_runs(client, experiment_id, TRIAL_FILTER)
-            if (row := _trial_row(run)) is not None and row[x] is not None]
+            if (row := _trial_row(run, metric)) is not None and row[x] is not None]
 
 
-def _trial_row(run: Run) -> dict | None:
+def _trial_row(run: Run, metric: str = "score") -> dict | None:
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
-    score = metrics.get("score")
+    score = metrics.get(metric)
     if score is None or not math.isfinite(score):
         return None
     row = {
@@ -200,6 +205,7 @@ def _trial_row(run: Run) -> dict | None:
         count = metrics.get(name)
         row[name] = int(count) if count is not None and math.isfinite(count) else None
     row.update({name: params.get(name) for name in PARAM_COLUMNS})
+    row["adapter_uri"] = tags.get("adapter_uri")
     return row
 
 
@@ -267,7 +273,7 @@ def _plot(path: Path, summary: dict, runs_by_task: dict[str, list[dict]]) -> Non
         ax.set_xlim(10 ** (log_lo - pad), 10 ** (log_hi + pad))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{x.replace('_', ' ')} (log scale)")
-        ax.set_ylabel("score")
+        ax.set_ylabel(summary["metric"].replace("_", " "))
         hypervolume_text = f"hypervolume {task_summary['hypervolume']:.3f}"
         ax.set_title(f"{task}: {hypervolume_text} ({task_summary['n_runs']} runs)")
         ax.grid(True, which="major", alpha=0.3)

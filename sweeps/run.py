@@ -3,6 +3,7 @@ and the Pareto fronts at the end."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from trainables.trainable import glue_trainable, trial_resources
 from .pareto import export_pareto
 from .space import DefineByRun, trial_config
 from .spec import SweepSpec
-from .tracking import TrialRecorder, end_sweep_run, start_sweep_run, tracking_uri
+from .tracking import TrialRecorder, end_sweep_run, runs_url, start_sweep_run, tracking_uri
 
 
 def sweep_trainable(config: dict[str, Any]) -> None:
@@ -27,6 +28,25 @@ def sweep_trainable(config: dict[str, Any]) -> None:
 
 
 trainable = tune.with_resources(sweep_trainable, trial_resources)
+
+
+class NamedOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, with the study's objectives named (optuna-dashboard shows them, not 0 and 1)
+    and each Optuna trial carrying its MLflow run id as the user attribute `mlflow_run_id`."""
+
+    def __init__(self, *args, metric_names: list[str], **kwargs) -> None:
+        self._metric_names = metric_names
+        super().__init__(*args, **kwargs)
+
+    def _setup_study(self, mode) -> None:
+        super()._setup_study(mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._ot_study.set_metric_names(self._metric_names)
+
+    def record_run(self, trial_id: str, run_id: str) -> None:
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("mlflow_run_id", run_id)
 
 
 def storage_root(spec: SweepSpec) -> str:
@@ -50,8 +70,9 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
     else:
         sampler_class = optuna.samplers.TPESampler if spec.search.algorithm == "optuna" else \
             optuna.samplers.RandomSampler
-        search = OptunaSearch(
-            space=DefineByRun(spec, task), metric=spec.objectives if not single else "score",
+        search = NamedOptunaSearch(
+            metric_names=spec.objectives, space=DefineByRun(spec, task),
+            metric=spec.objectives if not single else "score",
             mode=spec.modes if not single else "max", sampler=sampler_class(seed=spec.search.seed),
             study_name=experiment_name(spec, task), storage=optuna.storages.RDBStorage(spec.search.storage))
         num_samples = spec.search.samples
@@ -68,7 +89,8 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment_name(spec, task), storage_path=storage_root(spec),
-            callbacks=[TrialRecorder(uri, spec.name, parent_run_id)],
+            callbacks=[TrialRecorder(uri, spec.name, parent_run_id,
+                                     search if isinstance(search, NamedOptunaSearch) else None)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1), verbose=1))
 
@@ -101,4 +123,5 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
         failed = False
     finally:
         end_sweep_run(uri, parent_run_id, failed)
-    return export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
+    summary = export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
+    return {**summary, "runs_url": runs_url(uri, spec.name)}

@@ -166,7 +166,8 @@ def test_warmup_checkpoint_travels_between_nodes_through_the_shared_store(tmp_pa
     def node(cache_dir, caches="basis,warmup,prefix"):
         model = tiny_model("bert")
         config = TrialConfig(cache_dir=str(tmp_path / cache_dir), shared_cache=shared, caches=caches)
-        return warmed_up(model, config, train_data, lambda: warm(model)), model
+        warmup = warmed_up(model, config, train_data, lambda: warm(model), lambda: {"score": 0.5})
+        return warmup.hit, model
 
     expected = tiny_model("bert").classifier.weight + 1.0
     results = [node("node-a"), node("node-b"), node("node-c", caches="none")]

@@ -54,3 +54,40 @@ def test_peft_export_reproduces_logits(tmp_path, arch):
     with torch.no_grad():
         torch.testing.assert_close(peft_model(**tiny_inputs()).logits, model(**tiny_inputs()).logits,
                                    rtol=1e-5, atol=1e-5)
+
+
+def _other_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The same backbone with a different task head: what a fresh `from_pretrained` gives."""
+    with torch.no_grad():
+        for param in model.classifier.parameters():
+            param.normal_(generator=torch.Generator().manual_seed(99))
+    return model
+
+
+def test_a_frozen_head_travels_with_the_qrlora_adapter(tmp_path):
+    """With train_head=False the head is the one drawn at set-up, not the base model's own: it is saved."""
+    config = QRLoRAConfig(tau=0.5, layers="last:2", matrices="q", train_head=False)
+    model, report = trained_qrlora("bert", config)
+    assert not any(param.requires_grad for param in model.classifier.parameters())
+    expected = model(**tiny_inputs()).logits
+    save_adapter(model, report, config, tmp_path)
+    loaded, _ = load_adapter(_other_head(tiny_model("bert")), tmp_path)
+    torch.testing.assert_close(loaded(**tiny_inputs()).logits, expected, rtol=0, atol=1e-6)
+
+
+def test_a_frozen_head_travels_with_the_lora_adapter(tmp_path):
+    from qrlora import LoRAConfig
+
+    model, report = apply_method(tiny_model("bert"), LoRAConfig(rank=2, layers="last:2", matrices="q", train_head=False))
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)  # the head's copy does not train
+    assert report.trainable_params == report.adapter_params
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(generator=torch.Generator().manual_seed(5))
+    model.eval()
+    expected = model(**tiny_inputs()).logits
+    model.save_pretrained(tmp_path)
+    loaded = peft.PeftModel.from_pretrained(_other_head(tiny_model("bert")), tmp_path).eval()
+    torch.testing.assert_close(loaded(**tiny_inputs()).logits, expected, rtol=0, atol=1e-6)

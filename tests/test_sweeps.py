@@ -1,6 +1,7 @@
 """Sweep specs, search spaces, and one real end-to-end sweep through Ray Tune + Optuna + MLflow."""
 import copy
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def sweep(tiny_model_dir, glue_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("sweep")
     values = {"name": "e2e", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 2,
+              "warmup_epochs": 1,
               "trial": {"max_length": 32, "cache_dir": "cache", "glue_dir": str(glue_dir)},  # relative: to cwd
               "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}, "layers": "last:1", "lr": 0.01},
                           "lora": {"rank": [1, 2], "layers": "last:1"}},
@@ -176,11 +178,54 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
         ranks = {k: v for k, v in run.data.metrics.items() if k.startswith("ranks/")}
         assert ranks and len(ranks) == 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"peft", "adapter.json"} <= artifacts
+        assert run.data.tags["adapter_uri"] == f"runs:/{run.info.run_id}/peft"
         if run.data.params["method"] == "qrlora":
             assert run.data.metrics["adapter_params"] == sum(ranks.values())
-            assert {"spectrum.png", "spectra.json"} <= artifacts
+            assert {"spectrum.png", "spectra.json", "adapter"} <= artifacts
         else:
             assert run.data.metrics["adapter_params"] == int(run.data.params["rank"]) * (32 + 32)
+
+
+RAY_INTERNALS = {"pid", "timestamp", "done", "should_checkpoint", "iterations_since_restore", "time_this_iter_s",
+                 "time_total_s", "training_iteration", "time_since_restore", "date", "hostname", "node_ip",
+                 "trial_id", "experiment_tag", "checkpoint_dir_name", "epoch"}
+
+
+def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as_a_param(sweep):
+    work, _ = sweep
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")[0]
+    for run in client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'"):
+        config = TrialConfig.from_dict({key: yaml.safe_load(value) for key, value in run.data.params.items()})
+        hyper = set(config.to_dict())
+        metrics = set(run.data.metrics)
+        assert not {key for key in metrics if key.startswith("config/")}
+        assert not metrics & RAY_INTERNALS and not metrics & hyper, metrics & (RAY_INTERNALS | hyper)
+        expected = {"score", "accuracy", "best_score", "best_epoch", "train_loss", "warmup/score", "warmup/accuracy",
+                    "score_gain", "adapter_params", "trainable_params", "total_params", "wall_time_s",
+                    "train_time_s", "prefix_time_s", "throughput", "warmup_cache_hit", "prefix_cache_hit"}
+        assert metrics - {key for key in metrics if key.startswith("ranks/")} == expected
+        assert set(run.data.params) == {key for key in config.params()}  # no other method's fields
+        assert run.data.metrics["score_gain"] == pytest.approx(
+            run.data.metrics["score"] - run.data.metrics["warmup/score"])
+        history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "score"), key=lambda m: m.step)]
+        assert run.data.metrics["best_score"] == max(history)
+        assert run.data.metrics["best_epoch"] == 1 + history.index(max(history))
+        inputs = {item.dataset.name: item for item in run.inputs.dataset_inputs}
+        assert set(inputs) == {"sst2-train-48", "sst2-validation"}
+        assert json.loads(inputs["sst2-train-48"].dataset.profile) == {"num_rows": 48}
+        assert json.loads(inputs["sst2-validation"].dataset.profile) == {"num_rows": 872}
+        assert {tag.value for tag in inputs["sst2-train-48"].tags} == {"train"}
+        # The adapter's base, the warm-up checkpoint, is logged once to the parent run and referenced.
+        key = run.data.tags["warmup_key"]
+        assert run.data.tags["warmup_uri"] == f"runs:/{parent.info.run_id}/warmup/{key}"
+    warmups = [a.path for a in client.list_artifacts(parent.info.run_id, "warmup")]
+    assert len(warmups) == 1  # one train subset, one seed: one warm-up checkpoint for all four trials
+    assert {"config.json", "model.safetensors"} <= {
+        Path(a.path).name for a in client.list_artifacts(parent.info.run_id, warmups[0])}
 
 
 def test_sweep_study_lives_in_the_rdb(sweep):
@@ -188,10 +233,12 @@ def test_sweep_study_lives_in_the_rdb(sweep):
     study = optuna.load_study(study_name="e2e-sst2", storage=f"sqlite:///{work}/optuna.db")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4 and len(study.directions) == 2
+    assert study.metric_names == ["score", "trainable_params"]
     client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id], "tags.`qrlora.role` = 'trial'")
-    assert sorted(tuple(t.values) for t in complete) == sorted(
-        (r.data.metrics["score"], r.data.metrics["trainable_params"]) for r in runs)
+    by_id = {r.info.run_id: (r.data.metrics["score"], r.data.metrics["trainable_params"]) for r in runs}
+    # Each Optuna trial names its MLflow run, and their values agree.
+    assert {t.user_attrs["mlflow_run_id"]: tuple(t.values) for t in complete} == by_id
 
 
 def test_pareto_files_agree_with_the_runs(sweep):

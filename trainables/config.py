@@ -13,6 +13,11 @@ from .glue import TASKS
 METHODS = ("qrlora", "lora", "svd_lora", "full")
 # Chosen on SST-2 (MiniLM, 2,000 examples, 3 epochs, seed 0) as the best of a grid per method (README).
 DEFAULT_LR = {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-2, "full": 5e-5}
+# The task head's own rate, per method, for cold (no warm-up) and warm-started trials: measured grid (README).
+# Full fine-tuning trains the head at `lr` unless `head_lr` is given.
+DEFAULT_HEAD_LR = {"cold": {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-1},
+                   "warm": {"qrlora": 1e-3, "lora": 1e-3, "svd_lora": 1e-2}}
+KEEP = ("last", "best")
 DEFAULT_LORA_RANK = 2
 CACHES = ("basis", "warmup", "prefix")
 
@@ -40,6 +45,7 @@ class TrialConfig:
     # optimisation
     epochs: int = 3
     lr: float | None = None  # None: DEFAULT_LR[method]
+    head_lr: float | None = None  # the task head's rate; None: DEFAULT_HEAD_LR (full fine-tuning: lr)
     batch_size: int = 32
     eval_batch_size: int = 128
     warmup_ratio: float = 0.06
@@ -60,6 +66,9 @@ class TrialConfig:
     # resources per trial (Ray): several small trials can share one GPU with gpus < 1
     cpus: float = 1.0
     gpus: float = 0.0
+    # what the trial keeps: the adapter of the last epoch or of the best dev epoch (ties: the earlier)
+    keep: str = "last"
+    log_full_model: bool = False  # full fine-tuning: also keep the weights (hundreds of MB per trial)
     # testing fault tolerance: raise once, right after this epoch's checkpoint is reported
     fail_at_epoch: int | None = None
 
@@ -83,8 +92,15 @@ class TrialConfig:
                              f"{', '.join(CACHES)}, or 'none'")
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr: must be > 0, got {self.lr!r}")
+        if self.head_lr is not None and not self.head_lr > 0:
+            raise ValueError(f"head_lr: must be > 0, got {self.head_lr!r}")
+        if self.keep not in KEEP:
+            raise ValueError(f"keep: unknown {self.keep!r}; choose one of {', '.join(KEEP)}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.method]
+        if self.head_lr is None:
+            start = "warm" if self.warmup_epochs else "cold"
+            self.head_lr = self.lr if self.method == "full" else DEFAULT_HEAD_LR[start][self.method]
         if self.method in ("lora", "svd_lora") and self.rank is None:
             self.rank = DEFAULT_LORA_RANK
         self.method_config()  # validates layers, matrices, tau, rank rule, rank
@@ -117,13 +133,15 @@ class TrialConfig:
 
     def method_params(self) -> dict[str, Any]:
         """The keys that matter for this method (a LoRA trial has no tau): what records show."""
-        common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "batch_size",
+        common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "head_lr", "batch_size",
                   "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs", "group_by_length",
-                  "caches"]
+                  "caches", "keep"]
         if self.warmup_epochs:
             common.append("warmup_lr")
         if self.method != "full":
             common += ["layers", "matrices", "train_head"]
+        else:
+            common.append("log_full_model")
         if self.method == "qrlora":
             common += ["tau", "rank_rule"] + (["rank"] if self.rank_rule == "rank" else [])
         elif self.method in ("lora", "svd_lora"):

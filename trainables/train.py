@@ -17,21 +17,30 @@ from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmu
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from qrlora import AdapterReport, BasisCache, FullFinetuneConfig, apply_method
+from qrlora.apply import unwrap
+from qrlora.targets import head_module_names
 
 from .config import TrialConfig
 from .glue import get_task, load_split, subsample
 from .metrics import compute_metrics
+from .content import data_digest
 from .models import load_model, load_tokenizer
 from .prefix import (FrozenPrefix, PrefixStates, bypassed, cached_states, compute_states, frozen_prefix,
                      prefix_key, weights_digest)
-from .warmup import warmed_up
+from .warmup import Warmup, warmed_up
+from . import artifacts
 
 EpochCallback = Callable[[dict[str, Any], dict[str, Any]], None]
 
 
 def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
-              on_epoch: EpochCallback | None = None, progress: bool = False) -> dict[str, Any]:
-    """Train and evaluate one trial; `on_epoch(record, state)` sees every epoch, `state` resumes it."""
+              on_epoch: EpochCallback | None = None, progress: bool = False,
+              artifacts_dir: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one trial; `on_epoch(record, state)` sees every epoch, `state` resumes it.
+
+    With `artifacts_dir`, the kept adapter (`config.keep`: the last epoch's or the best dev epoch's) is
+    written there after the epoch that makes it.
+    """
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
@@ -40,21 +49,28 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     tokenizer = load_tokenizer(config.model)
     train_data, eval_data = prepare_data(config, tokenizer)
     collate = DataCollatorWithPadding(tokenizer)
+    eval_splits = {name: Split(dataset) for name, dataset in eval_data.items()}
 
     model = load_model(config.model, task.num_labels, config.seed)
-    warmup_hit = None
+    warmup = None
     if config.warmup_epochs:
         def full_finetuning_warmup() -> None:
             apply_method(model.to(device), FullFinetuneConfig())
-            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr,
+            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr, config.warmup_lr,
                            config.warmup_epochs, progress, "warm-up"):
                 pass
 
-        warmup_hit = warmed_up(model, config, train_data, full_finetuning_warmup)
+        warmup = warmed_up(model, config, train_data, full_finetuning_warmup,
+                           lambda: evaluate(model.to(device), eval_splits, collate, config, device))
+    # One fixed point for every random draw of the method (LoRA's A, dropout): a warm-up loaded from the
+    # cache and one just computed leave the same generator state behind.
+    torch.manual_seed(config.seed)
     model, report = apply_method(model, config.method_config(), basis_cache(config))
     model.to(device)
+    if artifacts_dir:
+        artifacts.prepare(model, config, artifacts_dir)
     prefix = frozen_prefix(model) if "prefix" in config.cache_set else None
-    splits = {"train": Split(train_data), **{name: Split(dataset) for name, dataset in eval_data.items()}}
+    splits = {"train": Split(train_data), **eval_splits}
     prefix_hit, prefix_seconds = None, 0.0
     if prefix:  # from here on, layers >= prefix.start train and evaluate on cached states
         prefix_start = time.perf_counter()
@@ -63,22 +79,53 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     train_split = splits.pop("train")
 
     record: dict[str, Any] = {}
+    best = resume_state.get("best") if resume_state else None
+    datasets = dataset_fields(config, train_data, eval_data)
     for epoch, loss, train_seconds, state in train(model, train_split, collate, config, device, config.lr,
-                                                   config.epochs, progress, config.method, resume_state, prefix):
+                                                   config.head_lr, config.epochs, progress, config.method,
+                                                   resume_state, prefix):
         metrics = evaluate(model, splits, collate, config, device, prefix)
-        record = {**config.method_params(), "epoch": epoch, "train_loss": loss, **metrics,
-                  **report_fields(report), "warmup_cache_hit": warmup_hit,
+        best = best_epoch(best, epoch, metrics["score"])
+        record = {**config.method_params(), "epoch": epoch, "train_loss": loss, **metrics, **best,
+                  **warmup_fields(warmup, metrics["score"]), **report_fields(report),
                   "prefix_layer": prefix.start if prefix else None, "prefix_cache_hit": prefix_hit,
                   "prefix_time_s": prefix_seconds, "train_time_s": train_seconds,
                   "throughput": epoch * len(train_data) / train_seconds if train_seconds else 0.0,
-                  "wall_time_s": state["wall_time_s"] + time.perf_counter() - started, "device": device.type}
-        state["wall_time_s"] = record["wall_time_s"]
+                  "wall_time_s": state["wall_time_s"] + time.perf_counter() - started, "device": device.type,
+                  "datasets": datasets}
+        state["wall_time_s"], state["best"] = record["wall_time_s"], best
+        if artifacts_dir and (config.keep == "last" or best["best_epoch"] == epoch):
+            artifacts.save(model, report, config, artifacts_dir, record, warmup.key if warmup else None)
         if progress:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.4f} score {metrics['score']:.4f}", file=sys.stderr)
         if on_epoch:
-            state["spectra"] = {name: module.spectrum for name, module in report.modules.items() if module.spectrum}
             on_epoch(record, state)
     return record
+
+
+def best_epoch(best: dict[str, Any] | None, epoch: int, score: float) -> dict[str, Any]:
+    """The best dev score so far and its epoch; a tie keeps the earlier epoch."""
+    if best is None or score > best["best_score"]:
+        return {"best_score": score, "best_epoch": epoch}
+    return dict(best)
+
+
+def warmup_fields(warmup: Warmup | None, score: float) -> dict[str, Any]:
+    """What the warm-up checkpoint scored before the method ran (`warmup/<metric>`), and the gain over it."""
+    if warmup is None:
+        return {}
+    return {"warmup_cache_hit": warmup.hit, "warmup_key": warmup.key,
+            **{f"warmup/{name}": value for name, value in warmup.metrics.items()},
+            "score_gain": score - warmup.metrics["score"]}
+
+
+def dataset_fields(config: TrialConfig, train_data, eval_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Name, content digest and row count of the train subset and each dev split (MLflow dataset inputs)."""
+    size = "all" if config.train_size is None else str(config.train_size)
+    named = {"train": (f"{config.task}-train-{size}", train_data),
+             **{split: (f"{config.task}-{split}", data) for split, data in eval_data.items()}}
+    return {split: {"name": name, "digest": data_digest(data), "rows": len(data)}
+            for split, (name, data) in named.items()}
 
 
 @functools.cache
@@ -178,14 +225,16 @@ def forward(model, batch: dict[str, torch.Tensor], fed, device, labels: bool = T
         return model(**inputs)
 
 
-def train(model, train_split: Split, collate, config: TrialConfig, device, lr: float, epochs: int, progress: bool,
-          label: str, resume_state: dict[str, Any] | None = None, prefix: FrozenPrefix | None = None):
-    """AdamW + linear schedule over the model's trainable parameters.
+def train(model, train_split: Split, collate, config: TrialConfig, device, lr: float, head_lr: float, epochs: int,
+          progress: bool, label: str, resume_state: dict[str, Any] | None = None, prefix: FrozenPrefix | None = None):
+    """AdamW + linear schedule over the model's trainable parameters: the task head at `head_lr`, the
+    rest (adapter, or backbone) at `lr`.
 
     Yields (epoch, mean loss, cumulative train seconds, resumable state) after every epoch.
     """
-    params = [param for param in model.parameters() if param.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
+    groups = parameter_groups(model, lr, head_lr)
+    params = [param for group in groups for param in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay, fused=device.type == "cuda")
     steps_per_epoch = -(-len(train_split.dataset) // config.batch_size)
     total_steps = epochs * steps_per_epoch
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -218,6 +267,17 @@ def train(model, train_split: Split, collate, config: TrialConfig, device, lr: f
                             if param.requires_grad},
                  "train_time_s": train_seconds, "wall_time_s": wall_seconds}
         yield epoch, float(np.mean(losses)), train_seconds, state
+
+
+def parameter_groups(model, lr: float, head_lr: float) -> list[dict[str, Any]]:
+    """The trainable parameters as AdamW groups: `adapter` at `lr`, `head` at `head_lr` (empty groups dropped)."""
+    heads = tuple(f"{name}." for name in head_module_names(unwrap(model)))
+    groups = {"adapter": [], "head": []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups["head" if name.removeprefix("base_model.model.").startswith(heads) else "adapter"].append(param)
+    return [{"name": name, "params": params, "lr": head_lr if name == "head" else lr}
+            for name, params in groups.items() if params]
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -13,11 +14,13 @@ import pyarrow.fs
 import torch
 import xxhash
 from filelock import FileLock
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from .config import TrialConfig
 from .content import hash_rows, hash_tensors
 
+CONFIG_KEY, METRICS_KEY = "config", "warmup_metrics"  # safetensors metadata of a warm-up checkpoint
 # Everything besides the model's and data's contents that changes the warm-up checkpoint.
 WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ratio", "weight_decay",
                  "max_grad_norm", "seed", "max_length", "group_by_length")
@@ -37,18 +40,31 @@ def warmup_key(model: torch.nn.Module, config: TrialConfig, train_data) -> str:
     return hashlib.sha256(f"{settings}|{content_hash(model, train_data)}".encode()).hexdigest()[:32]
 
 
-def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmup: Callable[[], None]) -> bool:
-    """Bring `model` to its warm-up checkpoint; True if it came from a cache (this node's or the shared one).
+@dataclass(frozen=True)
+class Warmup:
+    """A trial's warm-up checkpoint: its cache key, whether it came from a cache, and its dev metrics."""
 
-    A file lock makes concurrent trials on one node wait for one computation; checkpoints are written
-    under a temporary name and renamed, so no reader ever sees half a file. With `config.shared_cache`
-    (the sweep's storage path), a checkpoint computed on one node is uploaded there and downloaded by
-    the others; two nodes that miss at the same moment may both compute it.
+    key: str
+    hit: bool
+    metrics: dict[str, float]
+
+
+def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmup: Callable[[], None],
+              evaluate: Callable[[], dict[str, float]]) -> Warmup:
+    """Bring `model` to its warm-up checkpoint and say what that checkpoint scores on the dev splits.
+
+    The dev metrics are computed once, when the checkpoint is, and stored in the checkpoint file's
+    metadata (with the model config, so the file is a loadable transformers checkpoint): a cache hit
+    costs no evaluation. A file lock makes concurrent trials on one node wait for one computation;
+    checkpoints are written under a temporary name and renamed, so no reader ever sees half a file.
+    With `config.shared_cache` (the sweep's storage path), a checkpoint computed on one node is
+    uploaded there and downloaded by the others; two nodes that miss at the same moment may both
+    compute it.
     """
+    key = warmup_key(model, config, train_data)
     if "warmup" not in config.cache_set:
         run_warmup()
-        return False
-    key = warmup_key(model, config, train_data)
+        return Warmup(key, False, evaluate())
     directory = config.resolved_cache_dir() / "warmup"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{key}.safetensors"
@@ -56,14 +72,23 @@ def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmu
     with FileLock(f"{path}.lock"):
         if path.exists() or shared and shared.download(f"warmup/{path.name}", path):
             load_model(model, path, device=str(next(model.parameters()).device))
-            return True
+            stored = checkpoint_metadata(path).get(METRICS_KEY)
+            return Warmup(key, True, json.loads(stored) if stored else evaluate())
         run_warmup()
+        metrics = evaluate()
         partial = path.with_suffix(".partial")
-        save_model(model, str(partial))
+        save_model(model, str(partial), metadata={"format": "pt", CONFIG_KEY: model.config.to_json_string(),
+                                                  METRICS_KEY: json.dumps(metrics)})
         os.replace(partial, path)
         if shared:
             shared.upload(path, f"warmup/{path.name}")
-        return False
+        return Warmup(key, False, metrics)
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file: a warm-up checkpoint's model config and dev metrics."""
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 class SharedStore:

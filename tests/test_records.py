@@ -1,0 +1,233 @@
+"""Trial records a researcher can trust and reuse: head learning rate, warm-up baseline, best epoch,
+seeding independent of the warm-up cache, and kept adapters exported and reloaded with PEFT."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import peft
+import pytest
+import ray
+import torch
+import yaml
+from safetensors.torch import load_model as load_safetensors
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+from qrlora import QRLoRAConfig, apply_method, load_adapter
+from trainables.config import TrialConfig
+from trainables.glue import load_split
+from trainables.models import load_model, load_tokenizer, resolve_model
+from trainables.train import Split, best_epoch, parameter_groups, prepare_data, run_trial, train
+from trainables.warmup import warmed_up
+
+TIMING = {"wall_time_s", "train_time_s", "prefix_time_s", "throughput"}
+
+
+def test_head_and_adapter_get_their_own_learning_rates(glue_dir, tiny_model_dir):
+    config = TrialConfig(model=tiny_model_dir, train_size=32, epochs=1, max_length=32, lr=0.1, head_lr=1e-12,
+                         layers="last:1", glue_dir=str(glue_dir), caches="none")
+    model, _ = apply_method(load_model(tiny_model_dir, 2, 0), config.method_config())
+    groups = parameter_groups(model, config.lr, config.head_lr)
+    named = {id(param): name for name, param in model.named_parameters()}
+    assert [(group["name"], group["lr"]) for group in groups] == [("adapter", 0.1), ("head", 1e-12)]
+    assert {named[id(p)] for p in groups[0]["params"]} == {
+        name for name, p in model.named_parameters() if p.requires_grad and name.endswith("lambdas")}
+    assert {named[id(p)] for p in groups[1]["params"]} == {"classifier.weight", "classifier.bias"}
+
+    head_before = model.classifier.weight.detach().clone()
+    tokenizer = load_tokenizer(tiny_model_dir)
+    train_data, _ = prepare_data(config, tokenizer)
+    for _ in train(model, Split(train_data), DataCollatorWithPadding(tokenizer), config, torch.device("cpu"),
+                   config.lr, config.head_lr, 1, False, "test"):
+        pass
+    lambdas = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if n.endswith("lambdas")])
+    assert lambdas.abs().max() > 1e-3  # the adapter moved at lr 0.1 ...
+    assert (model.classifier.weight - head_before).abs().max() < 1e-9  # ... the head at 1e-12 barely did
+
+
+def test_head_lr_defaults_per_method_and_protocol():
+    from trainables.config import DEFAULT_HEAD_LR, DEFAULT_LR
+
+    assert TrialConfig(method="qrlora").head_lr == DEFAULT_HEAD_LR["cold"]["qrlora"]
+    assert TrialConfig(method="lora", warmup_epochs=1).head_lr == DEFAULT_HEAD_LR["warm"]["lora"]
+    assert TrialConfig(method="full", warmup_epochs=1).head_lr == DEFAULT_LR["full"]  # one lr for full FT
+    assert TrialConfig(method="full", head_lr=1e-3).head_lr == 1e-3
+    with pytest.raises(ValueError, match=r"^head_lr: must be > 0, got -1.0$"):
+        TrialConfig(head_lr=-1.0)
+    with pytest.raises(ValueError, match=r"^keep: unknown 'first'; choose one of last, best$"):
+        TrialConfig(keep="first")
+
+
+def test_best_epoch_keeps_the_earlier_of_tied_scores():
+    best = None
+    history = []
+    for epoch, score in enumerate([0.5, 0.7, 0.7, 0.6], start=1):
+        best = best_epoch(best, epoch, score)
+        history.append(best)
+    assert history == [{"best_score": 0.5, "best_epoch": 1}, {"best_score": 0.7, "best_epoch": 2},
+                       {"best_score": 0.7, "best_epoch": 2}, {"best_score": 0.7, "best_epoch": 2}]
+
+
+def plain_accuracy(model, tokenizer, max_length: int, glue_dir) -> float:
+    """SST-2 dev accuracy with a loop of its own: no trial code, no prefix cache."""
+    dev = load_split("sst2", "validation", str(glue_dir))
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for start in range(0, len(dev), 64):
+            rows = dev[start:start + 64]
+            inputs = tokenizer(rows["sentence"], truncation=True, max_length=max_length, padding=True,
+                               return_tensors="pt")
+            predictions += model(**inputs).logits.argmax(-1).tolist()
+    return float(np.mean(np.asarray(predictions) == np.asarray(dev["label"])))
+
+
+def test_warmup_baseline_is_the_checkpoints_own_score_and_a_hit_does_not_evaluate(glue_dir, tiny_model_dir,
+                                                                                   tmp_path):
+    shared = dict(model=tiny_model_dir, train_size=48, epochs=1, max_length=32, layers="last:1", warmup_epochs=1,
+                  glue_dir=str(glue_dir), cache_dir=str(tmp_path))
+    first = run_trial(TrialConfig(method="qrlora", **shared))
+    assert first["warmup_cache_hit"] is False
+    assert first["warmup/score"] == first["warmup/accuracy"]
+    assert first["score_gain"] == pytest.approx(first["score"] - first["warmup/score"])
+    (entry,) = (tmp_path / "warmup").glob("*.safetensors")
+    checkpoint = load_model(tiny_model_dir, 2, 0)
+    load_safetensors(checkpoint, entry)
+    assert plain_accuracy(checkpoint, load_tokenizer(tiny_model_dir), 32, glue_dir) == first["warmup/accuracy"]
+
+    second = run_trial(TrialConfig(method="lora", **shared))
+    assert second["warmup_cache_hit"] is True
+    assert {k: v for k, v in second.items() if k.startswith("warmup/")} == {
+        k: v for k, v in first.items() if k.startswith("warmup/")}
+    # The hit reads the stored metrics: the evaluation is never called.
+    config = TrialConfig(method="qrlora", **shared)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    train_data, _ = prepare_data(config, tokenizer)
+
+    def evaluate():
+        raise AssertionError("a cache hit evaluated the warm-up checkpoint again")
+
+    warmup = warmed_up(load_model(tiny_model_dir, 2, 0), config, train_data, lambda: None, evaluate)
+    assert warmup.hit and warmup.metrics == {"accuracy": first["warmup/accuracy"], "score": first["warmup/score"]}
+
+
+@pytest.mark.parametrize("method", ["lora", "qrlora"])
+def test_a_warmup_hit_and_a_miss_give_the_same_record(glue_dir, tiny_model_dir, tmp_path, method):
+    """LoRA's A is drawn from the seed at a fixed point, not from whatever the warm-up left behind."""
+    shared = dict(model=tiny_model_dir, method=method, train_size=48, epochs=2, max_length=32, layers="last:1",
+                  warmup_epochs=1, glue_dir=str(glue_dir), cache_dir=str(tmp_path), lr=0.5, batch_size=8)
+    computed = run_trial(TrialConfig(caches="basis,prefix", **shared))
+    run_trial(TrialConfig(**shared))  # computes and stores the warm-up
+    loaded = run_trial(TrialConfig(**shared))
+    assert (computed["warmup_cache_hit"], loaded["warmup_cache_hit"]) == (False, True)
+    differ = TIMING | {"warmup_cache_hit", "caches", "prefix_cache_hit"}
+    assert {k: v for k, v in loaded.items() if k not in differ} == {k: v for k, v in computed.items() if k not in differ}
+
+
+# ---- kept adapters: a real sweep on MiniLM, exported and reloaded with PEFT --------------------------------
+
+MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def kept(glue_dir, tmp_path_factory):
+    """A warm-started grid on MiniLM and real SST-2: every method, adapters logged to MLflow."""
+    from sweeps.run import run_sweep
+    from sweeps.spec import parse_spec
+
+    work = tmp_path_factory.mktemp("kept")
+    values = {"name": "kept", "tasks": ["sst2"], "train_sizes": [64], "epochs": 2, "warmup_epochs": 1,
+              "trial": {"max_length": MAX_LENGTH, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir),
+                        "log_full_model": True},
+              "methods": {"qrlora": {"tau": 0.5, "layers": "last:2", "matrices": "q,v"},
+                          "lora": {"rank": 2, "layers": "last:2", "matrices": "q", "lr": 0.003},
+                          "svd_lora": {"rank": 2, "layers": "last:2", "matrices": "q", "lr": 0.003},
+                          "full": {}},
+              "search": {"concurrency": 2}, "resources": {"cpus": 1},
+              "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(parse_spec(values), values, pareto_dir=work / "pareto")
+    finally:
+        ray.shutdown()
+    client = mlflow.MlflowClient(values["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("kept").experiment_id], "tags.`qrlora.role` = 'trial'")
+    return work, values["tracking_uri"], {run.data.tags["method"]: run for run in runs}, summary
+
+
+def export(run_id: str, out: Path, uri: str, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeps.cli", "export", run_id, "--out", str(out),
+                           "--tracking-uri", uri, *flags], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("method", ["qrlora", "lora", "svd_lora"])
+def test_exported_adapter_reloaded_with_peft_reproduces_the_recorded_score(kept, glue_dir, tmp_path, method):
+    _, uri, runs, _ = kept
+    run = runs[method]
+    done = export(run.info.run_id, tmp_path / "adapter", uri)
+    assert done.returncode == 0, done.stderr
+    adapter = tmp_path / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "base"} <= {p.name for p in adapter.iterdir()}
+    config = yaml.safe_load((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(adapter / "base")  # the warm-up checkpoint
+    if method == "svd_lora":
+        assert config["r"] == 4  # PiSSA converted to plain LoRA on the original weights: rank 2r
+    # The README's two lines.
+    base = AutoModelForSequenceClassification.from_pretrained(str(adapter / "base"), num_labels=2)
+    model = peft.PeftModel.from_pretrained(base, str(adapter))
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter / "base"))
+    assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+
+
+def test_qrlora_exports_in_its_own_format_and_merged(kept, glue_dir, tmp_path):
+    _, uri, runs, _ = kept
+    run = runs["qrlora"]
+    assert export(run.info.run_id, tmp_path / "own", uri, "--format", "qrlora").returncode == 0
+    base = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "own" / "base"), num_labels=2)
+    model, report = load_adapter(base, tmp_path / "own")
+    assert report.adapter_params == run.data.metrics["adapter_params"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "own" / "base"))
+    assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+
+    assert export(run.info.run_id, tmp_path / "merged", uri, "--merged").returncode == 0
+    merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "merged"))
+    assert not any("lambdas" in name or "lora" in name for name, _ in merged.named_parameters())
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
+    assert plain_accuracy(merged, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+
+
+def test_full_finetuning_with_log_full_model_exports_its_model(kept, glue_dir, tmp_path):
+    _, uri, runs, _ = kept
+    run = runs["full"]
+    assert "adapter_uri" in run.data.tags
+    done = export(run.info.run_id, tmp_path / "full", uri)
+    assert done.returncode == 0, done.stderr
+    model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "full"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "full"))
+    assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+
+
+def test_pareto_files_name_each_front_members_run_and_adapter(kept):
+    _, _, runs, summary = kept
+    for row in summary["tasks"]["sst2"]["front"]:
+        assert row["adapter_uri"] == f"runs:/{row['run_id']}/{'model' if row['method'] == 'full' else 'peft'}"
+
+
+def test_export_errors_are_one_line_and_write_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("bad")
+    lora = client.create_run(experiment, tags={"qrlora.role": "trial", "method": "lora"}).info.run_id
+    full = client.create_run(experiment, tags={"qrlora.role": "trial", "method": "full"}).info.run_id
+    cases = {"0123456789abcdef": "run 0123456789abcdef: not found at tracking URI",
+             lora: f"run {lora}: no adapter artifact (adapter.json) in this lora run",
+             full: f"run {full}: full fine-tuning run without model weights; rerun it with log_full_model: true"}
+    for run_id, message in cases.items():
+        done = export(run_id, tmp_path / "out", uri)
+        assert done.returncode == 2
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"qrlora-sweep export: error: {message}"), done.stderr
+        assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]

@@ -1,0 +1,88 @@
+"""The trained adapter a trial keeps, in formats a user can load without this project.
+
+    adapter/      QR-LoRA only: `qrlora.save_adapter` (lambdas, head, ranks, weight hashes)
+    peft/         every adapter: a standard PEFT LoRA adapter with the task head (`modules_to_save`);
+                  SVD-LoRA (PiSSA) converted to a plain LoRA of rank 2r that loads onto the original
+                  base weights (PEFT's PiSSA-to-LoRA conversion)
+    model/        full fine-tuning with `log_full_model: true`: the whole model (safetensors)
+    spectra.json  QR-LoRA: |R_ii| per adapted module
+    adapter.json  what the adapter applies to (the pretrained model, or a warm-up checkpoint by cache
+                  key), its epoch and score
+
+The directory is rewritten whole (a new copy renamed into place) after each epoch the trial keeps.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import peft
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qrlora import AdapterReport, export_peft, save_adapter
+from qrlora.apply import unwrap
+
+from .config import TrialConfig
+from .models import resolve_model
+
+INFO_FILE = "adapter.json"
+SPECTRA_FILE = "spectra.json"
+
+
+def _pissa_init(directory: Path) -> Path:
+    return directory.with_name(f"{directory.name}_pissa_init")  # PEFT names an adapter by it: no dots
+
+
+def prepare(model: nn.Module, config: TrialConfig, directory: Path) -> None:
+    """Before training: SVD-LoRA's initial adapter, which PEFT needs to convert the trained one."""
+    if config.method == "svd_lora":
+        model.save_pretrained(_pissa_init(directory))
+
+
+def _restore_head(model: nn.Module, weights: Path) -> None:
+    """PEFT's PiSSA-to-LoRA conversion keeps only the LoRA factors (peft 0.21): put the task head
+    (modules_to_save) back beside them."""
+    head = {name: tensor.contiguous() for name, tensor in peft.get_peft_model_state_dict(model).items()
+            if "lora_" not in name}
+    save_file({**load_file(weights), **head}, weights, metadata={"format": "pt"})
+
+
+def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory: Path, record: dict[str, Any],
+         warmup_key: str | None) -> None:
+    """Write the trial's adapter as it is now (see the module docstring) to `directory`."""
+    staging = directory.with_name(f"{directory.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    formats = []
+    if config.method == "qrlora":
+        save_adapter(model, report, config.method_config(), staging / "adapter")
+        export_peft(model, staging / "peft")
+        formats = ["qrlora", "peft"]
+    elif config.method == "lora":
+        model.save_pretrained(staging / "peft")
+        formats = ["peft"]
+    elif config.method == "svd_lora":
+        model.save_pretrained(staging / "peft", path_initial_model_for_weight_conversion=str(_pissa_init(directory)))
+        _restore_head(model, staging / "peft" / "adapter_model.safetensors")
+        formats = ["peft"]
+    elif config.log_full_model:
+        unwrap(model).save_pretrained(staging / "model")
+        formats = ["model"]
+    spectra = {name: module.spectrum for name, module in report.modules.items() if module.spectrum}
+    if spectra:
+        (staging / SPECTRA_FILE).write_text(json.dumps(spectra))
+    info = {"method": config.method, "formats": formats, "epoch": record["epoch"], "score": record["score"],
+            "keep": config.keep, "num_labels": unwrap(model).config.num_labels,
+            "base": {"model": config.model, "path": resolve_model(config.model), "warmup_key": warmup_key},
+            "ranks": report.ranks}
+    if config.method == "svd_lora":
+        info["peft_rank"] = 2 * config.rank
+        info["note"] = (f"PiSSA converted to plain LoRA for the original base weights: rank {2 * config.rank} "
+                        f"(2 x the trained rank {config.rank})")
+    (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(staging, directory)
