@@ -102,6 +102,9 @@ def command_pareto(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     """Write a trial run's kept adapter (or merged model) to a folder that PEFT / transformers load."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from sweeps.export import export_run
 
     try:

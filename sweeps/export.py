@@ -78,7 +78,7 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
             _merge(downloaded, format, info, base_dir, result)
         else:
             shutil.move(downloaded, result)
-            final_base = str(out / "base") if warm else info["base"]["path"]
+            final_base = str(out / "base") if warm else resolve_model(info["base"]["model"])
             if warm:
                 shutil.move(base_dir, result / "base")
             _name_base(result, format, final_base)
@@ -89,7 +89,7 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         shutil.rmtree(staging, ignore_errors=True)
     kind = "full model" if method == "full" else ("merged model" if merged else f"{format} adapter")
     return {"run_id": run_id, "method": method, "out": str(out), "kind": kind, "num_labels": info["num_labels"],
-            "base": None if method == "full" or merged else (str(out / "base") if warm else info["base"]["path"])}
+            "base": None if method == "full" or merged else (str(out / "base") if warm else final_base)}
 
 
 def _name_base(folder: Path, format: str, base: str) -> None:

@@ -17,10 +17,10 @@ SCHEDULERS = ("none", "asha")
 OBJECTIVES = {"score": "max", "trainable_params": "min", "adapter_params": "min"}
 # Fields a method's search space may set: its own hyper-parameters plus anything trial-wide.
 METHOD_FIELDS = {
-    "qrlora": {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "lr"},
-    "lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr"},
-    "svd_lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr"},
-    "full": {"lr"},
+    "qrlora": {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "lr", "head_lr"},
+    "lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
+    "svd_lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
+    "full": {"lr", "head_lr"},
 }
 VARIANTS = "variants"  # a list of joint settings, e.g. [{layers: last:4, matrices: q}, {layers: all, matrices: o}]
 SPEC_KEYS = ("name", "tasks", "model", "methods", "train_sizes", "seeds", "epochs", "warmup_epochs", "trial",

@@ -373,3 +373,23 @@ def test_errors_name_the_problem_and_write_nothing(
         assert not out_dir.exists(), kwargs
     assert all(pareto_tag(client, run["run_id"]) is None for run in sweep["finished"])
     assert client.list_artifacts(sweep["newest"]) == []
+
+
+def test_best_score_metric_ranks_by_the_best_epoch(store: Store, tmp_path: Path) -> None:
+    uri, client, root = store
+    sweep = make_sweep(client, root, "glue-sweep-best", ("rte",), trials_per_task=8)
+    rng = random.Random(1)
+    best = []
+    for run in sweep["finished"]:
+        best_score = round(run["score"] + rng.uniform(0, 0.2), 4)  # the best epoch beats the last
+        client.log_metric(run["run_id"], "best_score", best_score)
+        best.append({**run, "score": best_score})
+    summary = export_pareto("glue-sweep-best", tmp_path, uri, metric="best_score")
+    assert summary["metric"] == "best_score"
+    assert csv_ids_by_task(read_csv(tmp_path / "pareto.csv")) == expected_front_ids(best)
+    with pytest.raises(ValueError, match=r"^--metric: unknown 'top'; choose one of score, best_score$"):
+        export_pareto("glue-sweep-best", tmp_path / "bad", uri, metric="top")
+    make_sweep(client, root, "glue-sweep-no-best", ("rte",), trials_per_task=2)
+    with pytest.raises(ValueError, match="has no FINISHED trial runs with metrics 'best_score'"):
+        export_pareto("glue-sweep-no-best", tmp_path / "bad", uri, metric="best_score")
+    assert not (tmp_path / "bad").exists()

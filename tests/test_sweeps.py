@@ -55,7 +55,7 @@ def with_change(path: str, value):
     ("methods.qrlora.tau", [0.5, 1.5], "methods.qrlora.tau: must be in (0, 1], got 1.5"),
     ("methods.qrlora.rank_rule", "svd", "methods.qrlora.rank_rule: unknown 'svd'; choose one of relative, energy, rank"),
     ("methods.qrlora.matrices", ["q", "w"], "methods.qrlora.matrices: ['w'] not allowed; choose from q, k, v, o"),
-    ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, layers, lora_dropout"),
+    ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, head_lr, layers, lora_dropout"),
     ("methods.qrlora.lr", {"low": 0.1, "high": 0.2}, "methods.qrlora.lr: ranges need search.algorithm optuna"),
     ("search.algorithm", "bayes", "search.algorithm: unknown 'bayes'; allowed: grid, optuna, random"),
     ("search.trials", 3, "search.trials: unknown key; allowed: algorithm, samples, concurrency, seed, storage"),
@@ -222,6 +222,9 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
         # The adapter's base, the warm-up checkpoint, is logged once to the parent run and referenced.
         key = run.data.tags["warmup_key"]
         assert run.data.tags["warmup_uri"] == f"runs:/{parent.info.run_id}/warmup/{key}"
+    _, summary = sweep  # what `qrlora-sweep run` prints last: the runs view, not MLflow 3's GenAI view
+    assert summary["runs_url"] == (f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs"
+                                   "?workflowType=machine_learning")
     warmups = [a.path for a in client.list_artifacts(parent.info.run_id, "warmup")]
     assert len(warmups) == 1  # one train subset, one seed: one warm-up checkpoint for all four trials
     assert {"config.json", "model.safetensors"} <= {

@@ -121,8 +121,7 @@ def warmup_fields(warmup: Warmup | None, score: float) -> dict[str, Any]:
 
 def dataset_fields(config: TrialConfig, train_data, eval_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Name, content digest and row count of the train subset and each dev split (MLflow dataset inputs)."""
-    size = "all" if config.train_size is None else str(config.train_size)
-    named = {"train": (f"{config.task}-train-{size}", train_data),
+    named = {"train": (f"{config.task}-train-{len(train_data)}", train_data),
              **{split: (f"{config.task}-{split}", data) for split, data in eval_data.items()}}
     return {split: {"name": name, "digest": data_digest(data), "rows": len(data)}
             for split, (name, data) in named.items()}
