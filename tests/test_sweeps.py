@@ -122,7 +122,8 @@ def sweep(tiny_model_dir, glue_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("sweep")
     values = {"name": "e2e", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 2,
               "warmup_epochs": 1,
-              "trial": {"max_length": 32, "cache_dir": "cache", "glue_dir": str(glue_dir)},  # relative: to cwd
+              "trial": {"max_length": 32, "cache_dir": "cache", "glue_dir": str(glue_dir),  # relative: to cwd
+                        "keep": "best"},
               "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}, "layers": "last:1", "lr": 0.01},
                           "lora": {"rank": [1, 2], "layers": "last:1"}},
               "search": {"algorithm": "optuna", "samples": 4, "concurrency": 2, "seed": 3,
@@ -179,6 +180,10 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
         assert ranks and len(ranks) == 1
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"peft", "adapter.json"} <= artifacts
+        kept = json.loads(Path(mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="adapter.json", tracking_uri=client.tracking_uri)).read_text())
+        assert (kept["keep"], kept["epoch"]) == ("best", run.data.metrics["best_epoch"])  # keep: best
+        assert kept["score"] == run.data.metrics["best_score"]
         assert run.data.tags["adapter_uri"] == f"runs:/{run.info.run_id}/peft"
         if run.data.params["method"] == "qrlora":
             assert run.data.metrics["adapter_params"] == sum(ranks.values())
