@@ -54,8 +54,10 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
                                                                 tracking_uri=client.tracking_uri)).read_text())
     source = "model" if method == "full" else FORMAT_DIRS[format]
     if source not in logged:
-        raise ValueError(f"run {run_id}: no {source}/ artifact; --format {format} fits "
-                         f"{'QR-LoRA runs only' if format == 'qrlora' else 'adapter runs'}")
+        if format == "qrlora" and method != "qrlora":
+            raise ValueError(f"run {run_id}: --format qrlora needs a QR-LoRA run, this is a {method} run; "
+                             f"use --format peft")
+        raise ValueError(f"run {run_id}: no {source}/ artifact in this {method} run")
     warm = bool(info["base"]["warmup_key"]) and method != "full"  # a full model needs no base
     warmup_uri = run.data.tags.get("warmup_uri", "")
     if warm and not warmup_uri.startswith("runs:/"):
@@ -67,7 +69,7 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         result = staging / "result"
         downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=source,
                                                               dst_path=str(staging), tracking_uri=client.tracking_uri))
-        base_dir = None
+        base_dir = base = None
         if warm:
             base_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=warmup_uri, dst_path=str(staging / "warmup"),
                                                                 tracking_uri=client.tracking_uri))
@@ -78,10 +80,10 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
             _merge(downloaded, format, info, base_dir, result)
         else:
             shutil.move(downloaded, result)
-            final_base = str(out / "base") if warm else resolve_model(info["base"]["model"])
+            base = str(out / "base") if warm else resolve_model(info["base"]["model"])
             if warm:
                 shutil.move(base_dir, result / "base")
-            _name_base(result, format, final_base)
+            _name_base(result, format, base)
         if out.exists():
             out.rmdir()
         os.replace(result, out)
@@ -89,7 +91,7 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         shutil.rmtree(staging, ignore_errors=True)
     kind = "full model" if method == "full" else ("merged model" if merged else f"{format} adapter")
     return {"run_id": run_id, "method": method, "out": str(out), "kind": kind, "num_labels": info["num_labels"],
-            "base": None if method == "full" or merged else (str(out / "base") if warm else final_base)}
+            "base": base}
 
 
 def _name_base(folder: Path, format: str, base: str) -> None:

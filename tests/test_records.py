@@ -148,9 +148,12 @@ def kept(glue_dir, tmp_path_factory):
               "search": {"concurrency": 2}, "resources": {"cpus": 1},
               "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results")}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cwd = os.getcwd()
+    os.chdir(work)  # MLflow puts a sqlite store's artifacts in ./mlruns
     try:
         summary = run_sweep(parse_spec(values), values, pareto_dir=work / "pareto")
     finally:
+        os.chdir(cwd)
         ray.shutdown()
     client = mlflow.MlflowClient(values["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("kept").experiment_id], "tags.`qrlora.role` = 'trial'")
@@ -218,16 +221,21 @@ def test_pareto_files_name_each_front_members_run_and_adapter(kept):
 def test_export_errors_are_one_line_and_write_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(uri)
-    experiment = client.create_experiment("bad")
+    experiment = client.create_experiment("bad", artifact_location=(tmp_path / "artifacts").as_uri())
     lora = client.create_run(experiment, tags={"qrlora.role": "trial", "method": "lora"}).info.run_id
     full = client.create_run(experiment, tags={"qrlora.role": "trial", "method": "full"}).info.run_id
-    cases = {"0123456789abcdef": "run 0123456789abcdef: not found at tracking URI",
-             lora: f"run {lora}: no adapter artifact (adapter.json) in this lora run",
-             full: f"run {full}: full fine-tuning run without model weights; rerun it with log_full_model: true"}
-    for run_id, message in cases.items():
-        done = export(run_id, tmp_path / "out", uri)
+    kept_lora = client.create_run(experiment, tags={"qrlora.role": "trial", "method": "lora"}).info.run_id
+    client.log_text(kept_lora, '{"method": "lora", "base": {"model": "minilm", "warmup_key": null}}', "adapter.json")
+    client.log_text(kept_lora, "{}", "peft/adapter_config.json")
+    cases = [(("0123456789abcdef",), "run 0123456789abcdef: not found at tracking URI"),
+             ((lora,), f"run {lora}: no adapter artifact (adapter.json) in this lora run"),
+             ((full,), f"run {full}: full fine-tuning run without model weights; rerun it with log_full_model: true"),
+             ((kept_lora, "--format", "qrlora"),
+              f"run {kept_lora}: --format qrlora needs a QR-LoRA run, this is a lora run; use --format peft")]
+    for (run_id, *flags), message in cases:
+        done = export(run_id, tmp_path / "out", uri, *flags)
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"qrlora-sweep export: error: {message}"), done.stderr
         assert not (tmp_path / "out").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "mlflow.db"]
