@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -92,11 +93,25 @@ def command_pareto(args: argparse.Namespace) -> int:
 
     try:
         summary = export_pareto(args.experiment, args.out, tracking_uri=_uri(args), task=args.task, x=args.x,
-                                metric=args.metric)
+                                metric=args.metric, aggregate=args.aggregate)
     except ValueError as error:
         args.parser.error(str(error))
     print(format_fronts(summary))
     print(f"wrote {args.out}/pareto.csv, pareto.json, pareto.png")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """The paper's table (markdown, LaTeX, CSV) and figures of a sweep, from its MLflow runs."""
+    from sweeps.report import write_report
+
+    try:
+        written = write_report(args.experiment, args.out, tracking_uri=_uri(args), metric=args.metric)
+    except ValueError as error:
+        args.parser.error(str(error))
+    print((Path(args.out) / "table.md").read_text())
+    print(f"wrote {', '.join(written['files'])} to {args.out} ({written['rows']} rows); "
+          f"logged to run {written['parent_run_id']} under report/")
     return 0
 
 
@@ -193,8 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--task", default=None, help="one task only (default: every task)")
     pareto.add_argument("--x", default="trainable_params", help="trainable_params (default) or adapter_params")
     pareto.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
+    pareto.add_argument("--aggregate", default="none",
+                        help="none (every run, default) or seeds (the front of configuration means over seeds)")
     pareto.add_argument("--out", default="pareto", help="output directory (default: ./pareto)")
     pareto.add_argument("--tracking-uri", default=None)
+    report = command("report", command_report, "the paper's table and figures from a sweep's runs")
+    report.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
+    report.add_argument("--out", default="report", help="output directory (default: ./report)")
+    report.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
+    report.add_argument("--tracking-uri", default=None)
     export = command("export", command_export, "write a trial run's adapter (PEFT or qrlora format, or merged)")
     export.add_argument("run_id", help="the trial's MLflow run id (pareto.csv lists the front's)")
     export.add_argument("--out", required=True, help="output directory (must not exist or be empty)")

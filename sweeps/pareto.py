@@ -19,6 +19,7 @@ import csv
 import json
 import math
 import os
+import statistics
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +33,15 @@ from matplotlib.ticker import NullFormatter
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from .aggregate import cell, config_fields, group
+
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
 PARAM_COLUMNS = ("tau", "rank_rule", "rank", "layers", "matrices", "train_size", "lr")
 METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epoch's
 CSV_COLUMNS = ("run_id", "task", "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri")
+SEED_COLUMNS = ("score_std", "n", "run_ids")  # --aggregate seeds: the front of configuration means
+AGGREGATES = ("none", "seeds")
 OUTPUT_FILES = ("pareto.csv", "pareto.json", "pareto.png")
 TRIAL_FILTER = "tags.\"qrlora.role\" = 'trial' AND attributes.status = 'FINISHED'"
 SWEEP_FILTER = "tags.\"qrlora.role\" = 'sweep'"
@@ -105,6 +110,7 @@ def export_pareto(
     task: str | None = None,
     x: str = "trainable_params",
     metric: str = "score",
+    aggregate: str = "none",
 ) -> dict:
     """Export the per-task Pareto fronts of a sweep and record them back in MLflow.
 
@@ -115,13 +121,18 @@ def export_pareto(
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     if metric not in METRICS:
         raise ValueError(f"--metric: unknown {metric!r}; choose one of {', '.join(METRICS)}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"--aggregate: unknown {aggregate!r}; choose one of {', '.join(AGGREGATES)}")
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None or found.lifecycle_stage != "active":
         raise ValueError(
             f"experiment {experiment!r} not found at tracking URI {client.tracking_uri}"
         )
-    rows = _finished_trial_rows(client, found.experiment_id, x, metric)
+    runs = search_all_runs(client, found.experiment_id, TRIAL_FILTER)
+    rows = [row for run in runs if (row := _trial_row(run, metric)) is not None and row[x] is not None]
+    if aggregate == "seeds":
+        rows = _seed_means(rows, [run for run in runs if run.info.run_id in {row["run_id"] for row in rows}])
     if not rows:
         raise ValueError(
             f"experiment {experiment!r} has no FINISHED trial runs with metrics {metric!r} and {x!r}"
@@ -148,6 +159,7 @@ def export_pareto(
         "experiment": experiment,
         "x": x,
         "metric": metric,
+        "aggregate": aggregate,
         "parent_run_id": parents[0].info.run_id,
         "tasks": {name: _task_summary(runs_by_task[name], x) for name in sorted(runs_by_task)},
     }
@@ -165,7 +177,8 @@ def export_pareto(
         front_ids = {row["run_id"] for row in summary["tasks"][name]["front"]}
         for row in task_rows:
             on_front = row["run_id"] in front_ids
-            client.set_tag(row["run_id"], "pareto", "true" if on_front else "false")
+            for run_id in row.get("run_ids", row["run_id"]).split(";"):
+                client.set_tag(run_id, "pareto", "true" if on_front else "false")
     for name in OUTPUT_FILES:
         client.log_artifact(summary["parent_run_id"], str(out / name), artifact_path="pareto")
     return summary
@@ -184,10 +197,20 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
             return runs
 
 
-def _finished_trial_rows(client: MlflowClient, experiment_id: str, x: str, metric: str = "score") -> list[dict]:
-    """Every finished trial that has the metric and an x count, as a flat row (`score` = that metric)."""
-    return [row for run in search_all_runs(client, experiment_id, TRIAL_FILTER)
-            if (row := _trial_row(run, metric)) is not None and row[x] is not None]
+def _seed_means(rows: list[dict], runs: list[Run]) -> list[dict]:
+    """One row per task and configuration: the mean score over its seeds (`score_std`, `n`, `run_ids`),
+    a repeat of a seed counted once; counts are the seeds' mean (QR-LoRA ranks can differ by seed)."""
+    by_id = {row["run_id"]: row for row in rows}
+    fields = config_fields(runs)
+    means = []
+    for _, config_runs in group(runs, ["task", *fields]).items():
+        score = cell(config_runs, lambda run: by_id[run.info.run_id]["score"])
+        newest = by_id[score.run_ids[-1]]
+        counts = {name: round(statistics.fmean(by_id[run_id][name] for run_id in score.run_ids))
+                  for name in COUNT_COLUMNS if newest[name] is not None}
+        means.append({**newest, **counts, "score": score.mean, "score_std": score.std, "n": score.n,
+                      "run_ids": ";".join(score.run_ids), "adapter_uri": None})
+    return means
 
 
 def _trial_row(run: Run, metric: str = "score") -> dict | None:
@@ -223,7 +246,8 @@ def _task_summary(task_rows: list[dict], x: str) -> dict:
 
 def _write_csv(path: Path, summary: dict) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)  # None is written as ""
+        columns = CSV_COLUMNS + (SEED_COLUMNS if summary["aggregate"] == "seeds" else ())
+        writer = csv.DictWriter(handle, fieldnames=columns)  # None is written as ""
         writer.writeheader()
         for task_summary in summary["tasks"].values():
             writer.writerows(task_summary["front"])

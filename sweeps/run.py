@@ -63,7 +63,7 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
     metric, mode = ("score", "max") if single else (None, None)
     param_space: dict[str, Any] = {}
     if spec.search.algorithm == "grid":
-        points = spec.grid(task) * spec.search.samples
+        points = spec.grid(task)
         search, num_samples = BasicVariantGenerator(points_to_evaluate=points), len(points)
         # Ray fills preset points only into keys the space declares; every point sets every key.
         param_space = dict.fromkeys(points[0])

@@ -34,7 +34,7 @@ def _fail(path: str, message: str) -> None:
 @dataclass
 class Search:
     algorithm: str = "grid"  # grid: every combination; optuna: TPE; random: Optuna's random sampler
-    samples: int = 1  # optuna/random: trials per task; grid: repeats of the whole grid
+    samples: int = 1  # optuna/random: trials per task (a grid runs each configuration once per seed)
     concurrency: int = 1
     seed: int = 0
     storage: str = "sqlite:///optuna.db"  # Optuna RDB: optuna-dashboard opens it, a sweep resumes from it
@@ -158,6 +158,9 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     for key in ("samples", "concurrency"):
         if not isinstance(getattr(search, key), int) or getattr(search, key) < 1:
             _fail(f"search.{key}", f"must be an integer >= 1, got {getattr(search, key)!r}")
+    if search.algorithm == "grid" and search.samples != 1:
+        _fail("search.samples", f"a grid runs every configuration once per seed, so repeats are seeds: list "
+                                f"them (seeds: [0, 1, 2]) instead of samples: {search.samples}")
     _check_names("objectives", spec.objectives, OBJECTIVES)
     if spec.objectives[0] != "score" or len(set(spec.objectives)) != len(spec.objectives):
         _fail("objectives", "must start with score, optionally followed by trainable_params or adapter_params")

@@ -58,6 +58,8 @@ def with_change(path: str, value):
     ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, head_lr, layers, lora_dropout"),
     ("methods.qrlora.lr", {"low": 0.1, "high": 0.2}, "methods.qrlora.lr: ranges need search.algorithm optuna"),
     ("search.algorithm", "bayes", "search.algorithm: unknown 'bayes'; allowed: grid, optuna, random"),
+    ("search.samples", 3, "search.samples: a grid runs every configuration once per seed, so repeats are seeds: "
+                          "list them (seeds: [0, 1, 2]) instead of samples: 3"),
     ("search.trials", 3, "search.trials: unknown key; allowed: algorithm, samples, concurrency, seed, storage"),
     ("scheduler.name", "hyperband", "scheduler.name: unknown 'hyperband'; allowed: none, asha"),
     ("objectives", ["accuracy"], "objectives: unknown 'accuracy'; allowed: score, trainable_params, adapter_params"),
