@@ -21,14 +21,21 @@ def resolve_model(name: str) -> str:
 @functools.cache
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """Pads on the right for every model, so a token's position never depends on its batch (which the
-    frozen-prefix cache relies on); decoder heads find the last real token either way. One per process."""
-    return AutoTokenizer.from_pretrained(resolve_model(name), padding_side="right")
+    frozen-prefix cache relies on); decoder heads find the last real token either way. Decoder
+    tokenizers that ship no pad token (Llama, Mistral) pad with their EOS token. One per process."""
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name), padding_side="right")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def load_model(name: str, num_labels: int, seed: int) -> torch.nn.Module:
-    """The pretrained backbone with a fresh task head; `seed` fixes the head's initialisation."""
+    """The pretrained backbone with a fresh task head; `seed` fixes the head's initialisation.
+
+    The model's `pad_token_id` is the tokenizer's, whatever the checkpoint says: a decoder's classifier
+    reads the last token that is not padding, so the two must agree or a padded row is read at a pad.
+    """
     torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(resolve_model(name), num_labels=num_labels)
-    if model.config.pad_token_id is None:  # decoders: classify the last non-padding token
-        model.config.pad_token_id = model.config.eos_token_id
+    model.config.pad_token_id = load_tokenizer(name).pad_token_id
     return model
