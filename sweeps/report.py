@@ -263,6 +263,21 @@ def _panels(count: int, rows: int = 1) -> tuple[Figure, list]:
     return figure, figure.subplots(rows, count, squeeze=False)
 
 
+def _log_x_panel(ax, task: str, x_label: str, metric: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{x_label} (log scale)")
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(task)
+    ax.grid(True, alpha=0.3)
+
+
+def _with_legend(figure: Figure, axes) -> Figure:
+    """One legend for all panels (they share configurations), outside on the right."""
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+    return figure
+
+
 def fronts_figure(table: dict) -> Figure | None:
     """Per task: every configuration's mean score vs trainable parameters, error bars over seeds, the
     Pareto front of the means as a step line."""
@@ -279,14 +294,8 @@ def fronts_figure(table: dict) -> Figure | None:
         ax.step([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], where="post", color="0.2")
         ax.scatter([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], s=140,
                    facecolors="none", edgecolors="black", zorder=4)  # ringed: on the front of the means
-        ax.set_xscale("log")
-        ax.set_xlabel("trainable params (log scale)")
-        ax.set_ylabel(f"{table['metric']} (mean ± std over seeds)")
-        ax.set_title(task)
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
-    return figure
+        _log_x_panel(ax, task, "trainable params", table["metric"])
+    return _with_legend(figure, axes)
 
 
 def datasize_figure(table: dict) -> Figure | None:
@@ -304,14 +313,8 @@ def datasize_figure(table: dict) -> Figure | None:
             points.sort(key=lambda point: point[0])
             ax.errorbar([size for size, _ in points], [score.mean for _, score in points],
                         yerr=[score.std for _, score in points], marker="o", capsize=3, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("training examples (log scale)")
-        ax.set_ylabel(f"{table['metric']} (mean ± std over seeds)")
-        ax.set_title(task)
-        ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
-    return figure
+        _log_x_panel(ax, task, "training examples", table["metric"])
+    return _with_legend(figure, axes)
 
 
 def tau_figure(table: dict) -> Figure | None:
@@ -340,6 +343,4 @@ def tau_figure(table: dict) -> Figure | None:
         axes[1][column].set_xlabel("tau")
         for ax in axes[:, column]:
             ax.grid(True, alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
-    return figure
+    return _with_legend(figure, axes)
