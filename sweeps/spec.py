@@ -119,8 +119,12 @@ def _domain_values(path: str, value: Any) -> list[Any]:
     if isinstance(value, dict):
         if set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
             _fail(path, "a range needs exactly low, high and optionally log")
+        if not all(isinstance(value[key], (int, float)) and not isinstance(value[key], bool) for key in ("low", "high")):
+            _fail(path, f"low and high must be numbers, got {value['low']!r} and {value['high']!r}")
         if not value["low"] < value["high"]:
             _fail(path, f"low must be below high, got {value['low']} and {value['high']}")
+        if value.get("log") and not value["low"] > 0:
+            _fail(path, f"a log range needs low > 0, got {value['low']}")
         return [value["low"], value["high"]]
     if isinstance(value, list):
         if not value:
@@ -180,8 +184,16 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     _validate_trial(spec, "trial", {})
     for train_size in spec.train_sizes:
         _validate_trial(spec, "train_sizes", {"train_size": train_size})
+    if not isinstance(spec.seeds, list) or not spec.seeds or not all(
+            isinstance(seed, int) and not isinstance(seed, bool) for seed in spec.seeds):
+        _fail("seeds", f"must be a non-empty list of integers, got {spec.seeds!r}")
     for seed in spec.seeds:
         _validate_trial(spec, "seeds", {"seed": seed})
+    if scheduler.name == "asha":
+        for key, least in (("grace_period", 1), ("reduction_factor", 2)):
+            value = getattr(scheduler, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                _fail(f"scheduler.{key}", f"must be an integer >= {least}, got {value!r}")
     for method, space in methods.items():
         variants = space.get(VARIANTS, [{}])
         if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):

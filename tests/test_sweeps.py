@@ -70,12 +70,29 @@ def with_change(path: str, value):
     ("resources.tpus", 1, "resources: only cpus and gpus, each a number >= 0"),
     ("name", "my sweep", "name: must be letters, digits, '-' or '_', got 'my sweep'"),
     ("layer", "all", "layer: unknown key; allowed: name, tasks, model, methods"),
+    ("seeds", [], "seeds: must be a non-empty list of integers, got []"),
+    ("seeds", 0, "seeds: must be a non-empty list of integers, got 0"),
+    ("scheduler", {"name": "asha", "reduction_factor": 1}, "scheduler.reduction_factor: must be an integer >= 2, got 1"),
+    ("scheduler", {"name": "asha", "grace_period": 0}, "scheduler.grace_period: must be an integer >= 1, got 0"),
+    ("trial.warmup_lr", "1e-4",
+     "trial.warmup_lr: must be a number > 0, got '1e-4' (YAML reads 1e-4 as text: write 1.0e-4)"),
+    ("trial.weight_decay", -0.1, "trial.weight_decay: must be >= 0, got -0.1"),
+    ("trial.warmup_ratio", 1.5, "trial.warmup_ratio: must be >= 0 and < 1, got 1.5"),
+    ("trial.max_grad_norm", 0, "trial.max_grad_norm: must be > 0, got 0"),
+    ("methods.lora", {"alpha": -1}, "methods.lora.alpha: must be > 0, got -1"),
 ])
 def test_spec_errors_name_the_field_and_allowed_values(path, value, message):
     with pytest.raises(ValueError) as error:
         parse_spec(with_change(path, value))
     assert str(error.value).startswith(message), str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_log_range_needs_a_positive_low():
+    values = with_change("methods.qrlora.lr", {"low": 0.0, "high": 0.1, "log": True})
+    values["search"] = {"algorithm": "optuna"}
+    with pytest.raises(ValueError, match=r"^methods.qrlora.lr: a log range needs low > 0, got 0.0$"):
+        parse_spec(values)
 
 
 def test_multi_objective_and_asha_conflict():

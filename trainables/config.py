@@ -22,6 +22,18 @@ DEFAULT_LORA_RANK = 2
 CACHES = ("basis", "warmup", "prefix")
 
 
+def _check_number(name: str, value: Any, low: float, high: float | None, low_open: bool, optional: bool) -> None:
+    """A float field in range, with the error a YAML spec needs: `1e-4` without a dot is text in YAML."""
+    if value is None and optional:
+        return
+    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
+        raise ValueError(f"{name}: must be a number {bound}, got {value!r}{hint}")
+    if (value <= low if low_open else value < low) or (high is not None and value >= high):
+        raise ValueError(f"{name}: must be {bound}, got {value!r}")
+
+
 @dataclass
 class TrialConfig:
     """Everything that defines a trial; unknown keys and bad values fail before any work starts."""
@@ -90,10 +102,11 @@ class TrialConfig:
         if not isinstance(self.caches, str) or unknown_caches:
             raise ValueError(f"caches: unknown {self.caches!r}; a comma-separated subset of "
                              f"{', '.join(CACHES)}, or 'none'")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
-        if self.head_lr is not None and not self.head_lr > 0:
-            raise ValueError(f"head_lr: must be > 0, got {self.head_lr!r}")
+        for name, low, high, low_open in (("lr", 0, None, True), ("head_lr", 0, None, True),
+                                          ("warmup_lr", 0, None, True), ("max_grad_norm", 0, None, True),
+                                          ("weight_decay", 0, None, False), ("warmup_ratio", 0, 1, False),
+                                          ("alpha", 0, None, True)):
+            _check_number(name, getattr(self, name), low, high, low_open, optional=name in ("lr", "head_lr", "alpha"))
         if self.keep not in KEEP:
             raise ValueError(f"keep: unknown {self.keep!r}; choose one of {', '.join(KEEP)}")
         if self.lr is None:
