@@ -216,6 +216,17 @@ RAY_INTERNALS = {"pid", "timestamp", "done", "should_checkpoint", "iterations_si
                  "trial_id", "experiment_tag", "checkpoint_dir_name", "epoch"}
 
 
+def param_value(text: str):
+    """An MLflow param (str() of the value) back to the value: None, bools, ints, floats such as 5e-05."""
+    value = yaml.safe_load(text)
+    if value == "None":
+        return None
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
 def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as_a_param(sweep):
     work, _ = sweep
     client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
@@ -223,7 +234,7 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parent = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")[0]
     for run in client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'"):
-        config = TrialConfig.from_dict({key: yaml.safe_load(value) for key, value in run.data.params.items()})
+        config = TrialConfig.from_dict({key: param_value(value) for key, value in run.data.params.items()})
         hyper = set(config.to_dict())
         metrics = set(run.data.metrics)
         assert not {key for key in metrics if key.startswith("config/")}
