@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -21,9 +20,8 @@ from ray.tune import Callback
 from trainables import artifacts
 from trainables.config import TrialConfig
 from trainables.glue import get_task
-from trainables.models import load_tokenizer
 from trainables.trainable import ARTIFACTS_DIR
-from trainables.warmup import CONFIG_KEY, SharedStore, checkpoint_metadata
+from trainables.warmup import warmup_model_folder
 
 from .pareto import search_all_runs
 from .space import trial_config
@@ -180,7 +178,7 @@ class TrialRecorder(Callback):
             return uri
         with tempfile.TemporaryDirectory() as local:
             folder = Path(local) / key
-            if not warmup_folder(config, key, folder):
+            if not warmup_model_folder(config, key, folder):
                 return "unavailable: the warm-up cache was off or its entry is gone"
             self.client.log_artifacts(self.parent_run_id, str(folder), f"warmup/{key}")
         self.logged_warmups.add(key)
@@ -211,21 +209,6 @@ def dataset_inputs(datasets: dict[str, dict[str, Any]]) -> list[DatasetInput]:
                                  profile=json.dumps({"num_rows": values["rows"]})),
                          tags=[InputTag("mlflow.data.context", "train" if split == "train" else "eval")])
             for split, values in datasets.items()]
-
-
-def warmup_folder(config: TrialConfig, key: str, folder: Path) -> bool:
-    """Write the warm-up checkpoint `key` as a transformers model folder (config, weights, tokenizer),
-    from the shared cache or this node's; False if neither has it."""
-    folder.mkdir(parents=True)
-    weights = folder / "model.safetensors"
-    local = config.resolved_cache_dir() / "warmup" / f"{key}.safetensors"
-    if local.exists():
-        shutil.copyfile(local, weights)
-    elif not (config.shared_cache and SharedStore(config.shared_cache).download(f"warmup/{key}.safetensors", weights)):
-        return False
-    (folder / "config.json").write_text(checkpoint_metadata(weights)[CONFIG_KEY])
-    load_tokenizer(config.model).save_pretrained(folder)
-    return True
 
 
 def _failure_reason(trial) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from safetensors.torch import load_model, save_model
 
 from .config import TrialConfig
 from .content import hash_rows, hash_tensors
+from .models import load_tokenizer
 
 CONFIG_KEY, METRICS_KEY = "config", "warmup_metrics"  # safetensors metadata of a warm-up checkpoint
 # Everything besides the model's and data's contents that changes the warm-up checkpoint.
@@ -65,9 +67,8 @@ def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmu
     if "warmup" not in config.cache_set:
         run_warmup()
         return Warmup(key, False, evaluate())
-    directory = config.resolved_cache_dir() / "warmup"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{key}.safetensors"
+    path = entry_path(config, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     shared = SharedStore(config.shared_cache) if config.shared_cache else None
     with FileLock(f"{path}.lock"):
         if path.exists() or shared and shared.download(f"warmup/{path.name}", path):
@@ -83,6 +84,25 @@ def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmu
         if shared:
             shared.upload(path, f"warmup/{path.name}")
         return Warmup(key, False, metrics)
+
+
+def entry_path(config: TrialConfig, key: str) -> Path:
+    """Where this node caches warm-up checkpoint `key` (the shared store uses `warmup/<same name>`)."""
+    return config.resolved_cache_dir() / "warmup" / f"{key}.safetensors"
+
+
+def warmup_model_folder(config: TrialConfig, key: str, folder: Path) -> bool:
+    """Write the warm-up checkpoint `key` as a transformers model folder (config, weights, tokenizer),
+    from this node's cache or the shared one; False if neither has it."""
+    folder.mkdir(parents=True)
+    weights, local = folder / "model.safetensors", entry_path(config, key)
+    if local.exists():
+        shutil.copyfile(local, weights)
+    elif not (config.shared_cache and SharedStore(config.shared_cache).download(f"warmup/{local.name}", weights)):
+        return False
+    (folder / "config.json").write_text(checkpoint_metadata(weights)[CONFIG_KEY])
+    load_tokenizer(config.model).save_pretrained(folder)
+    return True
 
 
 def checkpoint_metadata(path: str | os.PathLike) -> dict[str, str]:
