@@ -63,7 +63,7 @@ def _load(args: argparse.Namespace):
         if isinstance(values, dict):  # parse_spec reports anything else
             overrides = {"storage_path": args.storage, "tracking_uri": args.tracking_uri}
             values.update({key: value for key, value in overrides.items() if value})
-            if args.num_samples is not None:
+            if getattr(args, "num_samples", None) is not None:
                 values["search"] = {**(values.get("search") or {}), "samples": args.num_samples}
         spec = parse_spec(values)
     except ValueError as error:
@@ -74,9 +74,19 @@ def _load(args: argparse.Namespace):
 def command_run(args: argparse.Namespace, resume: bool = False) -> int:
     """Run a sweep spec on Ray; progress while it runs, each task's Pareto front at the end."""
     spec, values = _load(args)
-    from sweeps.run import run_sweep
+    from sweeps.preflight import local_cluster, preflight
+    from sweeps.tracking import tracking_uri
 
-    summary = run_sweep(spec, values, address=args.address, resume=resume)
+    problems = preflight(spec, tracking_uri(spec.tracking_uri), local_cluster() if args.address is None else None)
+    if problems:
+        args.parser.exit(2, "".join(f"{args.parser.prog}: error: {problem}\n" for problem in problems))
+    from sweeps.run import SweepError, run_sweep
+    from sweeps.tracking import TrackingError
+
+    try:
+        summary = run_sweep(spec, values, address=args.address, resume=resume)
+    except (SweepError, TrackingError) as error:
+        args.parser.exit(1, f"{args.parser.prog}: error: {error}\n")
     print(format_fronts(summary))
     print(f"runs in MLflow: {summary['runs_url']}")
     return 0
@@ -183,7 +193,9 @@ def format_fronts(summary: dict) -> str:
                       f"(x = {summary['x']}, y = {summary.get('metric', 'score')}, "
                       f"hypervolume {result['hypervolume']:.4f})\n" + _table(
                           ("method", summary.get("metric", "score"), "trainable", "adapter", "tau", "rank", "layers",
-                           "matrices", "run_id"), rows))
+                           "matrices", "run_id"), rows)
+                      + (f"\nhypervolume as trials finished: {' '.join(f'{value:.3f}' for value in result['history'])}"
+                         if result.get("history") else ""))
     return "\n\n".join(blocks)
 
 
@@ -202,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--address", default=None, help="Ray cluster: auto or ray://host:10001 (default: start a local Ray)")
         sub.add_argument("--tracking-uri", default=None, help="MLflow URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
         sub.add_argument("--storage", default=None, help="Ray results and checkpoints: a path or s3://bucket/prefix")
-        sub.add_argument("--num-samples", type=int, default=None, help="override search.samples")
+        if name == "run":  # a resumed sweep keeps the samples it was launched with
+            sub.add_argument("--num-samples", type=int, default=None, help="override search.samples")
     pareto = command("pareto", command_pareto, "export Pareto fronts of a sweep from MLflow")
     pareto.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
     pareto.add_argument("--task", default=None, help="one task only (default: every task)")

@@ -8,9 +8,11 @@ trial it considered ``pareto=true|false`` and attaches the files to the newest
 parent run under the artifact path ``pareto``.
 
 Hypervolume is measured in (log10(parameter count), score) space, because counts
-span orders of magnitude. The export uses the reference point
-``ref_score = min(0, worst score of the task)`` (scores such as MCC can be negative)
-and ``ref_cost = 10 * largest count of the task`` (one decade beyond every run).
+span orders of magnitude. The reference point depends only on the task and the model, never on
+which runs exist, so values compare over a sweep's life and across sweeps: ``ref_score`` is the
+lowest score the task's metrics allow (0, or -1 for tasks scored by a correlation: CoLA's MCC,
+STS-B's Pearson/Spearman) and ``ref_cost = 10 * the model's parameters`` (one decade beyond full
+fine-tuning, the largest count a trial of that model can have; adapters excluded).
 """
 
 from __future__ import annotations
@@ -229,25 +231,56 @@ def _trial_row(run: Run, metric: str = "score") -> dict | None:
         row[name] = int(count) if count is not None and math.isfinite(count) else None
     row.update({name: params.get(name) for name in PARAM_COLUMNS})
     row["adapter_uri"] = tags.get("adapter_uri")
+    row["end_time"] = run.info.end_time
     return row
+
+
+CORRELATIONS = {"matthews_correlation", "pearson", "spearmanr"}
+
+
+def reference_point(task: str, model_params: int) -> tuple[float, float]:
+    """The fixed hypervolume reference of a task on a model of `model_params` parameters (head included,
+    adapters not: what full fine-tuning trains)."""
+    from trainables.glue import get_task
+
+    return (-1.0 if CORRELATIONS & set(get_task(task).metrics) else 0.0), 10.0 * model_params
+
+
+def model_params(row: dict) -> float | None:
+    """The model's own parameter count from a trial's counts (None without them): `total_params` holds
+    the model plus the adapter (for full fine-tuning, the model alone)."""
+    if row.get("total_params") is None or row.get("adapter_params") is None:
+        return None
+    return row["total_params"] - (0 if row["method"] == "full" else row["adapter_params"])
 
 
 def _task_summary(task_rows: list[dict], x: str) -> dict:
     scores = [row["score"] for row in task_rows]
     costs = [row[x] for row in task_rows]
-    ref_score, ref_cost = min(0.0, min(scores)), 10 * max(costs)
+    # Runs recorded without their counts (older records) fall back to the largest count among them.
+    model = max((count for row in task_rows if (count := model_params(row)) is not None), default=max(costs))
+    ref_score, ref_cost = reference_point(task_rows[0]["task"], model)
     return {
         "n_runs": len(task_rows),
         "reference": {"score": ref_score, x: ref_cost},
         "hypervolume": hypervolume(scores, costs, ref_score, ref_cost),
+        "history": hypervolume_history(task_rows, x, (ref_score, ref_cost)),
         "front": [task_rows[i] for i in pareto_front(scores, costs)],
     }
+
+
+def hypervolume_history(task_rows: list[dict], x: str, reference: tuple[float, float]) -> list[float]:
+    """The hypervolume of the front after each run, in the order the runs finished (what the sweep
+    logs to its parent run as `hypervolume/<task>` while it goes)."""
+    done = sorted(task_rows, key=lambda row: row.get("end_time") or 0)
+    return [hypervolume([row["score"] for row in done[:count]], [row[x] for row in done[:count]], *reference)
+            for count in range(1, len(done) + 1)]
 
 
 def _write_csv(path: Path, summary: dict) -> None:
     with path.open("w", newline="") as handle:
         columns = CSV_COLUMNS + (SEED_COLUMNS if summary["aggregate"] == "seeds" else ())
-        writer = csv.DictWriter(handle, fieldnames=columns)  # None is written as ""
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")  # None is written as ""
         writer.writeheader()
         for task_summary in summary["tasks"].values():
             writer.writerows(task_summary["front"])

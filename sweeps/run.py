@@ -17,9 +17,11 @@ from ray.tune.search.optuna import OptunaSearch
 from trainables.trainable import glue_trainable, trial_resources
 
 from .pareto import export_pareto
+from .preflight import resource_problems
+from .schedulers import MOASHAScheduler
 from .space import DefineByRun, trial_config
 from .spec import SweepSpec
-from .tracking import TrialRecorder, end_sweep_run, runs_url, start_sweep_run, tracking_uri
+from .tracking import SweepLaunch, TrialRecorder, runs_url, start_launch, tracking_uri
 
 
 def sweep_trainable(config: dict[str, Any]) -> None:
@@ -58,7 +60,7 @@ def experiment_name(spec: SweepSpec, task: str) -> str:
     return f"{spec.name}-{task}"
 
 
-def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tune.Tuner:
+def build_tuner(spec: SweepSpec, task: str, launch: SweepLaunch) -> tune.Tuner:
     single = len(spec.objectives) == 1
     metric, mode = ("score", "max") if single else (None, None)
     param_space: dict[str, Any] = {}
@@ -77,10 +79,12 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
             study_name=experiment_name(spec, task), storage=optuna.storages.RDBStorage(spec.search.storage))
         num_samples = spec.search.samples
     scheduler = None
+    rungs = {"max_t": spec.epochs, "grace_period": spec.scheduler.grace_period,
+             "reduction_factor": spec.scheduler.reduction_factor}
     if spec.scheduler.name == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs,
-                                  grace_period=spec.scheduler.grace_period,
-                                  reduction_factor=spec.scheduler.reduction_factor)
+        scheduler = ASHAScheduler(time_attr="training_iteration", **rungs)
+    elif spec.scheduler.name == "mo_asha":
+        scheduler = MOASHAScheduler(dict(zip(spec.objectives, spec.modes)), time_attr="training_iteration", **rungs)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search, num_samples=num_samples, metric=metric, mode=mode,
@@ -89,8 +93,7 @@ def build_tuner(spec: SweepSpec, task: str, uri: str, parent_run_id: str) -> tun
                                     reuse_actors=True),
         run_config=tune.RunConfig(
             name=experiment_name(spec, task), storage_path=storage_root(spec),
-            callbacks=[TrialRecorder(uri, spec.name, parent_run_id,
-                                     search if isinstance(search, NamedOptunaSearch) else None)],
+            callbacks=[TrialRecorder(launch, search if isinstance(search, NamedOptunaSearch) else None)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1), verbose=1))
 
@@ -108,9 +111,14 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
     if "://" in spec.storage_path and "shared_cache" not in spec.trial:
         # Storage every node reaches (s3://...): warm-up checkpoints computed on one node serve all.
         spec.trial["shared_cache"] = f"{spec.storage_path.rstrip('/')}/cache"
+    # Ray saves the scheduler's state every 10 s or more by default; a driver killed in between resumes
+    # trials from older checkpoints. Epochs here take seconds to minutes: saving each second costs nothing.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False if address is None else None)
-    parent_run_id = start_sweep_run(uri, spec.name, spec_values)
+    if address is None and (problems := resource_problems(spec, ray.cluster_resources())):
+        raise SweepError(problems[0])  # a remote cluster may autoscale from zero: only a local Ray's size is final
+    launch = start_launch(uri, spec.name, spec_values, resume=resume)
     failed = True
     try:
         for task in spec.tasks:
@@ -118,10 +126,39 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
             if resume and tune.Tuner.can_restore(path):
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
             else:
-                tuner = build_tuner(spec, task, uri, parent_run_id)
-            tuner.fit()
+                tuner = build_tuner(spec, task, launch)
+            results = tuner.fit()
+            if spec.search.algorithm != "grid":
+                fail_stale_trials(spec.search.storage, experiment_name(spec, task))
+            if len(results) and results.num_errors == len(results):
+                raise SweepError(f"{task}: all {len(results)} trials failed; the first: {_cause(results.errors[0])}")
         failed = False
     finally:
-        end_sweep_run(uri, parent_run_id, failed)
+        launch.close(failed)
     summary = export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
     return {**summary, "runs_url": runs_url(uri, spec.name)}
+
+
+class SweepError(RuntimeError):
+    """A sweep that cannot go on (every trial of a task failed, the cluster lacks the resources)."""
+
+
+def fail_stale_trials(storage_url: str, study_name: str) -> list[int]:
+    """Optuna trials left RUNNING by an interrupted launch (suggested, never finished) are marked FAILED
+    with a reason, so the study holds no zombies; returns their numbers."""
+    storage = optuna.storages.RDBStorage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    study_id = storage.get_study_id_from_name(study_name)
+    for trial in stale:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        storage.set_trial_user_attr(trial_id, "failure_reason",
+                                    "left running by an interrupted launch; failed when the sweep ended")
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return [trial.number for trial in stale]
+
+
+def _cause(error: BaseException) -> str:
+    """The last line of a trial's error (a traceback ends with the exception itself)."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:500]

@@ -13,7 +13,7 @@ from trainables.config import METHODS, TrialConfig
 from trainables.glue import TASKS
 
 ALGORITHMS = ("grid", "optuna", "random")
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "mo_asha")
 OBJECTIVES = {"score": "max", "trainable_params": "min", "adapter_params": "min"}
 # Fields a method's search space may set: its own hyper-parameters plus anything trial-wide.
 METHOD_FIELDS = {
@@ -42,7 +42,7 @@ class Search:
 
 @dataclass
 class Scheduler:
-    name: str = "none"  # asha: stop weak trials early on the scalar score
+    name: str = "none"  # asha: stop weak trials early on the score; mo_asha: on all objectives
     grace_period: int = 1
     reduction_factor: int = 2
 
@@ -169,9 +169,13 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     if spec.objectives[0] != "score" or len(set(spec.objectives)) != len(spec.objectives):
         _fail("objectives", "must start with score, optionally followed by trainable_params or adapter_params")
     if scheduler.name == "asha" and len(spec.objectives) > 1:
-        _fail("scheduler.name", "asha needs a single objective (score); use 'none' with several objectives")
-    if search.algorithm == "grid" and len(spec.objectives) > 1:
-        _fail("objectives", "a grid runs every combination; several objectives apply to optuna or random only")
+        _fail("scheduler.name", "asha needs a single objective (score); use mo_asha with several objectives")
+    if scheduler.name == "mo_asha" and len(spec.objectives) < 2:
+        _fail("scheduler.name", "mo_asha needs several objectives (e.g. [score, trainable_params]); "
+                                "use asha with the single objective score")
+    if search.algorithm == "grid" and len(spec.objectives) > 1 and scheduler.name != "mo_asha":
+        _fail("objectives", "a grid runs every combination; several objectives apply to optuna, random "
+                            "or scheduler mo_asha only")
     if set(spec.resources) - {"cpus", "gpus"} or not all(
             isinstance(v, (int, float)) and v >= 0 for v in spec.resources.values()):
         _fail("resources", f"only cpus and gpus, each a number >= 0, got {spec.resources}")
@@ -189,7 +193,7 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
         _fail("seeds", f"must be a non-empty list of integers, got {spec.seeds!r}")
     for seed in spec.seeds:
         _validate_trial(spec, "seeds", {"seed": seed})
-    if scheduler.name == "asha":
+    if scheduler.name in ("asha", "mo_asha"):
         for key, least in (("grace_period", 1), ("reduction_factor", 2)):
             value = getattr(scheduler, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -241,10 +245,7 @@ def _validate_trial(spec: SweepSpec, path: str, values: dict[str, Any]) -> None:
             path = field_name
         elif path.startswith("methods."):
             method = path.split(".")[1]
-            if field_name in spec.methods[method]:
-                path = f"methods.{method}.{field_name}"
-            elif not path.endswith(field_name):
-                path = f"{path} ({field_name})"
+            path = f"methods.{method}.{field_name}"  # the field to set, even when the space leaves it out
         _fail(path, message)
 
 

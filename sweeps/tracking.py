@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ from trainables.glue import get_task
 from trainables.trainable import ARTIFACTS_DIR
 from trainables.warmup import warmup_model_folder
 
-from .pareto import search_all_runs
+from .pareto import hypervolume, model_params, reference_point, search_all_runs
 from .space import trial_config
+from .writer import RecordWriter
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -42,19 +45,81 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_sweep_run(uri: str, name: str, spec_values: dict[str, Any]) -> str:
-    """Create (or reuse) the sweep's experiment and open its parent run; returns the run id."""
+@dataclass
+class SweepLaunch:
+    """One `run` or `resume` of a sweep: its parent run and the writer every trial record goes through.
+
+    A resume reopens the latest launch's parent run instead of starting another, so a sweep keeps one
+    parent however often it is interrupted.
+    """
+
+    uri: str
+    sweep: str
+    experiment_id: str
+    parent_run_id: str
+    writer: RecordWriter
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(self.uri)
+
+    def close(self, failed: bool) -> None:
+        """Drain the writer, end trial runs this launch leaves unfinished (KILLED, with the reason), end the
+        parent; raise if records could not be written."""
+        self.writer.close()
+        _LAUNCHES.pop(self.sweep, None)
+        client = self.client
+        try:
+            leftovers = search_all_runs(client, self.experiment_id, "attributes.status = 'RUNNING' and "
+                                        f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'")
+            for run in leftovers:
+                client.set_tag(run.info.run_id, "killed_reason", "the sweep launch ended before this trial "
+                               "finished (its Ray trial was not resumed)")
+                client.set_terminated(run.info.run_id, "KILLED")
+            client.set_terminated(self.parent_run_id, "FAILED" if failed else "FINISHED")
+        except Exception as error:  # noqa: BLE001 - the store is gone: say so in one line
+            raise TrackingError(f"could not end the sweep's runs in {self.uri}: {str(error).splitlines()[0][:300]}") \
+                from None
+        if self.writer.failures:
+            raise TrackingError(f"{len(self.writer.failures)} MLflow writes to {self.uri} failed after retrying "
+                                f"for {self.writer.retry_s:.0f} s; the first: {self.writer.failures[0]}")
+
+
+class TrackingError(RuntimeError):
+    """Records that could not be written to the tracking store."""
+
+
+# Open launches by sweep name: a Tuner restored from its pickle binds its TrialRecorder to the current one.
+_LAUNCHES: dict[str, SweepLaunch] = {}
+
+
+def start_launch(uri: str, name: str, spec_values: dict[str, Any], resume: bool = False) -> SweepLaunch:
+    """Create (or reuse) the sweep's experiment and open its parent run: a new one, or on `resume` the
+    latest launch's."""
+    # The writer retries through outages itself; MLflow's own HTTP retries (7, exponential: minutes per
+    # request) would only keep it from noticing that the server is back.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     client = mlflow.MlflowClient(uri)
     experiment = client.get_experiment_by_name(name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
     # MLflow 3 opens an experiment in its GenAI view unless told it holds model-development runs.
     client.set_experiment_tag(experiment_id, "mlflow.experimentKind", "custom_model_development")
-    run = client.create_run(experiment_id, run_name=f"sweep-{name}",
-                            tags={"qrlora.role": "sweep", "sweep": name, "git_commit": git_commit()})
-    client.log_text(run.info.run_id, json.dumps(spec_values, indent=2, default=str), "spec.json")
-    for key, value in _flatten(spec_values).items():
-        client.log_param(run.info.run_id, key, str(value)[:6000])
-    return run.info.run_id
+    previous = client.search_runs([experiment_id], "tags.`qrlora.role` = 'sweep'",
+                                  order_by=["attributes.start_time DESC"], max_results=1) if resume else []
+    if previous:
+        run_id = previous[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+        client.set_tag(run_id, "resumes", str(int(previous[0].data.tags.get("resumes", "0")) + 1))
+    else:
+        run = client.create_run(experiment_id, run_name=f"sweep-{name}",
+                                tags={"qrlora.role": "sweep", "sweep": name, "git_commit": git_commit()})
+        run_id = run.info.run_id
+        client.log_text(run_id, json.dumps(spec_values, indent=2, default=str), "spec.json")
+        client.log_batch(run_id, params=[Param(key, str(value)[:6000])
+                                         for key, value in _flatten(spec_values).items()])
+    launch = SweepLaunch(uri, name, experiment_id, run_id, RecordWriter())
+    _LAUNCHES[name] = launch
+    return launch
 
 
 def runs_url(uri: str, experiment: str) -> str:
@@ -63,10 +128,6 @@ def runs_url(uri: str, experiment: str) -> str:
     found = mlflow.MlflowClient(uri).get_experiment_by_name(experiment)
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{found.experiment_id}/runs?workflowType=machine_learning"
-
-
-def end_sweep_run(uri: str, run_id: str, failed: bool) -> None:
-    mlflow.MlflowClient(uri).set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -83,48 +144,79 @@ class TrialRecorder(Callback):
     """One MLflow run per trial, nested under the sweep's parent run, holding what a researcher reads.
 
     Params: the trial's hyper-parameters, each once, without other methods' fields. Metrics, per epoch:
-    measurements only (`record_metrics`). Dataset inputs: the train subset and each dev split. At the
-    end (and, with `keep: best`, at each new best epoch): the kept adapter, copied alone out of the
-    trial's checkpoint storage, and its base, a warm-up checkpoint, logged once to the parent run.
+    measurements only (`record_metrics`), each epoch once even when a trial restarts from a checkpoint.
+    Dataset inputs: the train subset and each dev split. At the end (and, with `keep: best`, at each new
+    best epoch): the kept adapter, copied alone out of the trial's checkpoint storage, and its base, a
+    warm-up checkpoint, logged once to the parent run.
+
+    Every write goes through the launch's `RecordWriter`, so the driver never waits on the tracking
+    store. A trial that already has a run under the parent (a resumed sweep) continues that run.
+    Pickled with a Tuner, it keeps only the sweep's name: a restored Tuner's recorder records into the
+    launch that restored it (its parent run and tracking URI), not the one that was interrupted.
     """
 
-    def __init__(self, uri: str, sweep: str, parent_run_id: str, searcher=None) -> None:
-        self.uri, self.sweep, self.parent_run_id = uri, sweep, parent_run_id
+    def __init__(self, launch: SweepLaunch, searcher=None) -> None:
+        self.launch = launch
         self.searcher = searcher  # NamedOptunaSearch: its trials learn their MLflow run id
+        self.started: set[str] = set()  # Ray trial ids seen by on_trial_start (driver thread)
+        # Written on the writer thread only:
         self.run_ids: dict[str, str] = {}  # Ray trial id -> MLflow run id
+        self.logged_epochs: dict[str, int] = {}  # Ray trial id -> last epoch recorded
         self.logged_warmups: set[str] = set()
-        self.inputs_logged: set[str] = set()  # trial ids
+        self.task_points: dict[str, dict[str, tuple[float, float, float]]] = {}  # task -> trial id -> point
+
+    def __reduce__(self):
+        return _restored_recorder, (self.launch.sweep, self.searcher)
 
     @property
     def client(self) -> mlflow.MlflowClient:
-        return mlflow.MlflowClient(self.uri)
+        return self.launch.client
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        if trial.trial_id in self.run_ids:
+        if trial.trial_id in self.started:
             return
+        self.started.add(trial.trial_id)
         config = TrialConfig.from_dict(trial_config(trial.config))
-        experiment = self.client.get_experiment_by_name(self.sweep)
-        tags = {"sweep": self.sweep, "qrlora.role": "trial", "git_commit": git_commit(),
-                "mlflow.parentRunId": self.parent_run_id, "task": config.task, "method": config.method,
+        tags = {"sweep": self.launch.sweep, "qrlora.role": "trial", "git_commit": git_commit(),
+                "mlflow.parentRunId": self.launch.parent_run_id, "task": config.task, "method": config.method,
                 "trial_name": str(trial), "trial_id": trial.trial_id}
-        run = self.client.create_run(experiment.experiment_id, run_name=f"{config.task}-{config.method}-{trial.trial_id}",
-                                     tags=tags)
-        self.run_ids[trial.trial_id] = run_id = run.info.run_id
-        self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in config.params().items()])
+        self.launch.writer.submit(f"start run of trial {trial.trial_id}",
+                                  lambda: self._open_run(trial.trial_id, tags, config))
+
+    def _open_run(self, trial_id: str, tags: dict[str, str], config: TrialConfig) -> None:
+        client, launch = self.client, self.launch
+        existing = client.search_runs(
+            [launch.experiment_id], f"tags.trial_id = '{trial_id}' and tags.task = '{config.task}' "
+            f"and tags.`mlflow.parentRunId` = '{launch.parent_run_id}'", max_results=1)
+        if existing:  # a resumed trial (or a retried write): continue the run after its last recorded epoch
+            run = existing[0]
+            client.update_run(run.info.run_id, status="RUNNING")
+            history = client.get_metric_history(run.info.run_id, "score")
+            self.logged_epochs[trial_id] = max((metric.step for metric in history), default=0)
+        else:
+            run = client.create_run(launch.experiment_id, tags=tags, run_name=f"{config.task}-{config.method}-{trial_id}")
+        if not run.data.params:
+            client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in config.params().items()])
+        self.run_ids[trial_id] = run_id = run.info.run_id
         if self.searcher is not None:
-            self.searcher.record_run(trial.trial_id, run_id)
+            self.searcher.record_run(trial_id, run_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None or "epoch" not in result:
-            return
-        timestamp = int(time.time() * 1000)
-        metrics = [Metric(key, value, timestamp, result["epoch"]) for key, value in record_metrics(result).items()]
+        if "epoch" in result:
+            record, timestamp = dict(result), int(time.time() * 1000)  # as measured, whenever it is written
+            self.launch.writer.submit(f"epoch {record['epoch']} of trial {trial.trial_id}",
+                                      lambda: self._log_epoch(trial.trial_id, record, timestamp))
+
+    def _log_epoch(self, trial_id: str, result: dict[str, Any], timestamp: int) -> None:
+        run_id, epoch = self.run_ids.get(trial_id), result["epoch"]
+        if run_id is None or epoch <= self.logged_epochs.get(trial_id, 0):
+            return  # a restarted trial re-reporting an epoch it recorded before
+        if not self.logged_epochs.get(trial_id):  # first: logging the same inputs twice adds nothing
+            self.client.log_inputs(run_id, dataset_inputs(result.get("datasets", {})))
+        metrics = [Metric(key, value, timestamp, epoch) for key, value in record_metrics(result).items()]
         tags = [RunTag(key, str(result[key])) for key in RECORD_TAGS if result.get(key) is not None]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        if trial.trial_id not in self.inputs_logged:
-            self.client.log_inputs(run_id, dataset_inputs(result.get("datasets", {})))
-            self.inputs_logged.add(trial.trial_id)
+        self.logged_epochs[trial_id] = epoch
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
         result = trial.last_result or {}
@@ -132,57 +224,117 @@ class TrialRecorder(Callback):
             self._log_adapter(trial, checkpoint)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._end(trial, failed=False)
+        if trial.checkpoint is not None:
+            self._log_adapter(trial, trial.checkpoint)
+        last, timestamp = dict(trial.last_result or {}), int(time.time() * 1000)
+        self.launch.writer.submit(f"hypervolume after trial {trial.trial_id}",
+                                  lambda: self._log_hypervolume(trial.trial_id, last, timestamp))
+        epoch = last.get("epoch", 0)
+        if 0 < epoch < trial_config(trial.config)["epochs"]:  # a scheduler (asha, mo_asha) stopped it at a rung
+            self.launch.writer.submit(f"stop of trial {trial.trial_id}",
+                                      lambda: self._tag(trial.trial_id, "stopped_at_rung", str(epoch)))
+        self._end(trial.trial_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._end(trial, failed=True)
+        reason = _failure_reason(trial)
+        self.launch.writer.submit(f"failure of trial {trial.trial_id}",
+                                  lambda: self._tag(trial.trial_id, "failure_reason", reason))
+        self._end(trial.trial_id, "FAILED")
 
-    def _end(self, trial, failed: bool) -> None:
-        run_id = self.run_ids.get(trial.trial_id)
-        if run_id is None:
+    def _end(self, trial_id: str, status: str) -> None:
+        def end() -> None:
+            if trial_id in self.run_ids:
+                self.client.set_terminated(self.run_ids[trial_id], status)
+        self.launch.writer.submit(f"end of trial {trial_id}", end)
+
+    def _log_hypervolume(self, trial_id: str, result: dict[str, Any], timestamp: int) -> None:
+        """The parent run's `hypervolume/<task>`: the task's front after each finished trial (step = trials
+        finished), against the fixed reference of `pareto`. A resumed launch starts from the runs that
+        finished before it."""
+        task = result.get("task")
+        if task is None or not all(isinstance(result.get(key), (int, float)) for key in POINT_KEYS):
             return
-        if failed:
-            self.client.set_tag(run_id, "failure_reason", _failure_reason(trial))
-        elif trial.checkpoint is not None:
-            self._log_adapter(trial, trial.checkpoint)
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+        if task not in self.task_points:
+            finished = search_all_runs(self.client, self.launch.experiment_id,
+                                       f"tags.`mlflow.parentRunId` = '{self.launch.parent_run_id}' and "
+                                       f"tags.task = '{task}' and attributes.status = 'FINISHED'")
+            self.task_points[task] = {run.data.tags.get("trial_id"): _point({**run.data.metrics, **run.data.tags})
+                                      for run in finished if set(POINT_KEYS) <= set(run.data.metrics)}
+        points = self.task_points[task]
+        points[trial_id] = _point(result)
+        reference = reference_point(task, max(model for _, _, model in points.values()))
+        value = hypervolume([score for score, _, _ in points.values()], [count for _, count, _ in points.values()],
+                            *reference)
+        self.client.log_batch(self.launch.parent_run_id,
+                              metrics=[Metric(f"hypervolume/{task}", value, timestamp, len(points))])
+
+    def _tag(self, trial_id: str, key: str, value: str) -> None:
+        if trial_id in self.run_ids:
+            self.client.set_tag(self.run_ids[trial_id], key, value)
 
     def _log_adapter(self, trial, checkpoint) -> None:
-        """Copy only the checkpoint's `artifacts/` (adapter, spectra: kilobytes) to the driver and log it."""
-        run_id, client = self.run_ids[trial.trial_id], self.client
+        """Copy only the checkpoint's `artifacts/` (adapter, spectra: kilobytes) out of storage now, before
+        Ray replaces the checkpoint, and log it through the writer."""
         source = f"{checkpoint.path}/{ARTIFACTS_DIR}"
         if checkpoint.filesystem.get_file_info(source).type != pyarrow.fs.FileType.Directory:
             return
-        with tempfile.TemporaryDirectory() as local:
-            pyarrow.fs.copy_files(source, local, source_filesystem=checkpoint.filesystem,
-                                  destination_filesystem=pyarrow.fs.LocalFileSystem())
-            client.log_artifacts(run_id, local)
-            info = json.loads((Path(local) / artifacts.INFO_FILE).read_text())
-            spectra_path = Path(local) / artifacts.SPECTRA_FILE
-            if spectra_path.exists():
-                client.log_figure(run_id, spectrum_figure(json.loads(spectra_path.read_text())), "spectrum.png")
+        local = tempfile.mkdtemp(prefix="qrlora-adapter-")
+        pyarrow.fs.copy_files(source, local, source_filesystem=checkpoint.filesystem,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        config = TrialConfig.from_dict(trial_config(trial.config))
+        self.launch.writer.submit(f"adapter of trial {trial.trial_id}",
+                                  lambda: self._log_adapter_folder(trial.trial_id, config, Path(local)))
+
+    def _log_adapter_folder(self, trial_id: str, config: TrialConfig, local: Path) -> None:
+        if trial_id in self.run_ids:
+            self._log_adapter_files(self.run_ids[trial_id], config, local)
+        shutil.rmtree(local, ignore_errors=True)  # not on failure: a retry needs it
+
+    def _log_adapter_files(self, run_id: str, config: TrialConfig, local: Path) -> None:
+        client = self.client
+        client.log_artifacts(run_id, str(local))
+        info = json.loads((local / artifacts.INFO_FILE).read_text())
+        spectra_path = local / artifacts.SPECTRA_FILE
+        if spectra_path.exists():
+            client.log_figure(run_id, spectrum_figure(json.loads(spectra_path.read_text())), "spectrum.png")
         adapter = next((name for name in ("peft", "model") if name in info["formats"]), None)
         if adapter:
             client.set_tag(run_id, "adapter_uri", f"runs:/{run_id}/{adapter}")
         warmup_key = info["base"]["warmup_key"]
         if warmup_key:
-            client.set_tag(run_id, "warmup_uri", self._log_warmup(TrialConfig.from_dict(trial_config(trial.config)),
-                                                                  warmup_key))
+            client.set_tag(run_id, "warmup_uri", self._log_warmup(config, warmup_key))
 
     def _log_warmup(self, config: TrialConfig, key: str) -> str:
         """Log a warm-up checkpoint to the parent run once, as a transformers model folder; returns its URI
         (or why it is missing)."""
-        uri = f"runs:/{self.parent_run_id}/warmup/{key}"
-        if key in self.logged_warmups or self.client.list_artifacts(self.parent_run_id, f"warmup/{key}"):
+        parent = self.launch.parent_run_id
+        uri = f"runs:/{parent}/warmup/{key}"
+        if key in self.logged_warmups or self.client.list_artifacts(parent, f"warmup/{key}"):
             self.logged_warmups.add(key)
             return uri
         with tempfile.TemporaryDirectory() as local:
             folder = Path(local) / key
             if not warmup_model_folder(config, key, folder):
                 return "unavailable: the warm-up cache was off or its entry is gone"
-            self.client.log_artifacts(self.parent_run_id, str(folder), f"warmup/{key}")
+            self.client.log_artifacts(parent, str(folder), f"warmup/{key}")
         self.logged_warmups.add(key)
         return uri
+
+
+POINT_KEYS = ("score", "trainable_params", "adapter_params", "total_params")
+
+
+def _point(values: dict[str, Any]) -> tuple[float, float, float]:
+    """(score, trainable parameters, the model's parameters) of a trial record or run."""
+    return values["score"], values["trainable_params"], model_params(values)
+
+
+def _restored_recorder(sweep: str, searcher) -> TrialRecorder:
+    """Unpickling a Tuner (Tuner.restore) rebuilds its recorder on the open launch of the same sweep."""
+    if sweep not in _LAUNCHES:
+        raise RuntimeError(f"a TrialRecorder of sweep {sweep!r} was unpickled outside a launch of it "
+                           "(restore a sweep with `qrlora-sweep resume`)")
+    return TrialRecorder(_LAUNCHES[sweep], searcher)
 
 
 # Record fields that describe a trial rather than measure it: tags, not metrics.

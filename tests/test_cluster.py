@@ -1,11 +1,9 @@
 """cluster.yaml against Ray's own schema, and a real two-node sweep on one machine."""
 import copy
 import json
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -45,36 +43,6 @@ def test_cluster_yaml_and_readme_agree():
     assert bucket.startswith("s3://") and bucket in section
     assert CLUSTER["available_node_types"]["head"]["resources"] == {"CPU": 0}
     assert CLUSTER["available_node_types"]["gpu_worker"]["min_workers"] == 0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
-         str(tmp_path / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not start")
-            time.sleep(1)
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_two_node_sweep_logs_to_mlflow_server_and_checkpoints_to_shared_storage(

@@ -124,7 +124,7 @@ def test_hypervolume_matches_strip_sum_on_random_sets() -> None:
 
 # --- export_pareto against a real MLflow store ----------------------------------------------------
 
-TASK_METRIC = {"rte": "accuracy", "mrpc": "f1", "cola": "mcc"}
+TASK_METRIC = {"rte": "accuracy", "mrpc": "f1", "cola": "mcc", "sst2": "accuracy"}
 TASK_SCORES = {"rte": (0.5, 0.8), "mrpc": (0.7, 0.9), "cola": (-0.4, 0.6)}
 METHOD_DECADES = {"qrlora": (3, 5), "lora": (4, 6), "bitfit": (5, 6)}
 COUNTS = ("adapter_params", "trainable_params", "total_params")
@@ -185,7 +185,7 @@ def random_trial(rng: random.Random, task: str) -> dict:
         "score": round(score, 4),
         "adapter_params": adapter_params,
         "trainable_params": adapter_params + HEAD_PARAMS,
-        "total_params": TOTAL_PARAMS,
+        "total_params": TOTAL_PARAMS + adapter_params,  # the model plus its adapter, as trials record it
         "params": params,
     }
 
@@ -287,14 +287,36 @@ def test_json_agrees_with_csv_and_runs(exported: dict) -> None:
     for task, task_summary in saved["tasks"].items():
         runs = [run for run in exported["finished"] if run["task"] == task]
         scores, costs = [run["score"] for run in runs], [run["trainable_params"] for run in runs]
-        ref_score, ref_cost = min(0.0, min(scores)), 10 * max(costs)
+        # Fixed per task and model: the lowest score the metric allows, one decade beyond full fine-tuning.
+        ref_score, ref_cost = (-1.0 if task in ("cola", "stsb") else 0.0), 10.0 * TOTAL_PARAMS
         assert task_summary["n_runs"] == len(runs)
         assert task_summary["reference"] == {"score": ref_score, "trainable_params": ref_cost}
         expected_area = strip_area(scores, costs, ref_score, ref_cost)
         assert task_summary["hypervolume"] == pytest.approx(expected_area)
         front_costs = [member["trainable_params"] for member in task_summary["front"]]
         assert front_costs == sorted(front_costs)
-    assert saved["tasks"]["cola"]["reference"]["score"] < 0  # MCC below zero moves the reference
+    assert saved["tasks"]["cola"]["reference"]["score"] == -1.0  # MCC ranges over [-1, 1]
+
+
+def test_hypervolume_does_not_depend_on_runs_off_the_front(store: Store, tmp_path) -> None:
+    """Dropping the largest run, which is off the front, leaves the exported hypervolume unchanged (with a
+    reference taken from the runs, as before, it moved: quickstart 3.79 with full fine-tuning, 1.32 without)."""
+    uri, client, root = store
+    experiment_id = create_experiment(client, root, "fixed-ref")
+    parent = client.create_run(experiment_id, tags={"qrlora.role": "sweep"}).info.run_id
+    points = [("qrlora", 0.80, 700), ("lora", 0.85, 7000), ("full", 0.70, TOTAL_PARAMS)]
+    run_ids = [log_trial(client, experiment_id, parent, {"task": "sst2", "method": method, "score": score,
+                                                         "adapter_params": count, "trainable_params": count,
+                                                         "total_params": TOTAL_PARAMS + (0 if method == "full" else count),
+                                                         "params": {}}, "FINISHED")
+               for method, score, count in points]
+    before = export_pareto("fixed-ref", tmp_path / "before", tracking_uri=uri)["tasks"]["sst2"]
+    client.set_terminated(run_ids[2], "FAILED")
+    after = export_pareto("fixed-ref", tmp_path / "after", tracking_uri=uri)["tasks"]["sst2"]
+    assert (before["n_runs"], after["n_runs"]) == (3, 2)
+    assert before["reference"] == after["reference"] == {"score": 0.0, "trainable_params": 10.0 * TOTAL_PARAMS}
+    assert after["hypervolume"] == before["hypervolume"] == pytest.approx(
+        strip_area([0.80, 0.85], [700, 7000], 0.0, 10.0 * TOTAL_PARAMS))
 
 
 def test_png_is_valid(exported: dict) -> None:

@@ -21,7 +21,8 @@ SPECS = Path(__file__).parents[1] / "sweeps"
 VALID = {"name": "demo", "tasks": ["sst2"], "methods": {"qrlora": {"tau": [0.3, 0.5]}, "full": {}}}
 
 
-@pytest.mark.parametrize("name", ["quickstart", "paper_glue", "data_size", "search_qrlora"])
+@pytest.mark.parametrize("name", ["quickstart", "paper_glue", "data_size", "search_qrlora", "paper_minilm",
+                                  "data_size_minilm"])
 def test_shipped_specs_are_valid(name):
     spec = load_spec(SPECS / f"{name}.yaml")
     assert spec.name == name
@@ -211,6 +212,30 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
             assert run.data.metrics["adapter_params"] == int(run.data.params["rank"]) * (32 + 32)
 
 
+def test_parent_run_logs_the_hypervolume_after_every_finished_trial(sweep):
+    """`hypervolume/sst2` on the parent equals the hypervolume recomputed from the trial runs in the order
+    they finished, against the fixed reference; `pareto` reports the same history."""
+    from sweeps.pareto import hypervolume, reference_point
+
+    work, summary = sweep
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    experiment = client.get_experiment_by_name("e2e")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")
+    trials = sorted(client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'"),
+                    key=lambda run: run.info.end_time)
+    scores = [run.data.metrics["score"] for run in trials]
+    counts = [run.data.metrics["trainable_params"] for run in trials]
+    model = {run.data.metrics["total_params"] - run.data.metrics["adapter_params"] for run in trials}
+    assert len(model) == 1  # the model's own count, the same in every trial
+    reference = reference_point("sst2", model.pop())
+    expected = [hypervolume(scores[:count], counts[:count], *reference) for count in range(1, len(trials) + 1)]
+    history = client.get_metric_history(parent.info.run_id, "hypervolume/sst2")
+    assert [metric.step for metric in history] == [1, 2, 3, 4]
+    assert [metric.value for metric in history] == pytest.approx(expected)
+    assert summary["tasks"]["sst2"]["history"] == pytest.approx(expected)
+    assert summary["tasks"]["sst2"]["hypervolume"] == pytest.approx(expected[-1])
+
+
 RAY_INTERNALS = {"pid", "timestamp", "done", "should_checkpoint", "iterations_since_restore", "time_this_iter_s",
                  "time_total_s", "training_iteration", "time_since_restore", "date", "hostname", "node_ip",
                  "trial_id", "experiment_tag", "checkpoint_dir_name", "epoch"}
@@ -304,3 +329,47 @@ def test_run_rejects_a_bad_spec_before_anything_starts(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "qrlora-sweep run: error: methods.qrlora.tau: must be in (0, 1], got 3"
     assert [path.name for path in tmp_path.iterdir()] == ["bad.yaml"]  # no mlflow.db, no ray_results
+
+
+def test_search_spec_stops_early_with_mo_asha():
+    spec = load_spec(SPECS / "search_qrlora.yaml")
+    assert (spec.scheduler.name, spec.objectives) == ("mo_asha", ["score", "trainable_params"])
+    from sweeps.schedulers import MOASHAScheduler
+
+    rungs = MOASHAScheduler(dict(zip(spec.objectives, spec.modes)), max_t=spec.epochs,
+                            grace_period=spec.scheduler.grace_period,
+                            reduction_factor=spec.scheduler.reduction_factor).rungs
+    assert rungs == [1, 3]
+
+
+def test_mo_asha_sweep_stops_trials_at_rungs_and_keeps_them_on_record(tiny_model_dir, glue_dir, tmp_path):
+    """Optuna + mo_asha through Ray Tune and MLflow, 6 trials of 4 epochs (rungs at epochs 1 and 2):
+    stopped trials end FINISHED at a rung with `stopped_at_rung`, the rest run 4 epochs, and the Pareto
+    export counts every trial at its last score."""
+    from sweeps.run import run_sweep
+
+    values = {"name": "mo", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 4,
+              "trial": {"max_length": 32, "cache_dir": str(tmp_path / "cache"), "glue_dir": str(glue_dir)},
+              "methods": {"qrlora": {"tau": {"low": 0.1, "high": 0.9}, "layers": ["last:1", "all"],
+                                     "lr": {"low": 1e-3, "high": 0.3, "log": True}}},
+              "search": {"algorithm": "optuna", "samples": 6, "concurrency": 1, "seed": 1,
+                         "storage": f"sqlite:///{tmp_path}/optuna.db"},
+              "objectives": ["score", "trainable_params"],
+              "scheduler": {"name": "mo_asha", "grace_period": 1, "reduction_factor": 2},
+              "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "storage_path": str(tmp_path / "results")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_sweep(parse_spec(values), values, pareto_dir=tmp_path / "pareto")
+    finally:
+        ray.shutdown()
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("mo")
+    trials = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'")
+    assert len(trials) == 6 and {run.info.status for run in trials} == {"FINISHED"}
+    stopped = [run for run in trials if "stopped_at_rung" in run.data.tags]
+    assert 0 < len(stopped) < 6  # the first trial at each rung always goes on
+    for run in trials:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "score")]
+        expected_last = int(run.data.tags["stopped_at_rung"]) if run in stopped else 4
+        assert steps == list(range(1, expected_last + 1)) and expected_last in (1, 2, 4)
+    assert summary["tasks"]["sst2"]["n_runs"] == 6

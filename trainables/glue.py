@@ -147,8 +147,12 @@ def _read_tsv(path: str, mtime_ns: int, size: int, task: str) -> dict[str, list]
     Keyed on (path, mtime, size) so sweeps that reload a split don't reparse it.
     """
     spec, layout = TASKS[task], _LAYOUTS[task]
-    with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig: MRPC starts with a BOM
-        lines = f.read().split("\n")
+    data = Path(path).read_bytes()
+    try:
+        lines = data.decode("utf-8-sig").split("\n")  # utf-8-sig: MRPC starts with a BOM
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 (byte 0x{data[error.start]:02x})") from None
     if lines[-1] == "":
         lines.pop()
     header, first = layout.columns, 0
@@ -178,6 +182,8 @@ def _read_tsv(path: str, mtime_ns: int, size: int, task: str) -> dict[str, list]
             labels.append(label_ids[raw])
         else:
             raise ValueError(f"{path} line {line_number}: label {raw!r} not in {', '.join(label_ids)}")
+    if not labels:
+        raise ValueError(f"{path} line {first + 1}: no data rows")
     return {**dict(zip(spec.text_fields, texts)), "label": labels, "idx": list(range(len(labels)))}
 
 

@@ -133,21 +133,29 @@ def capture(model: nn.Module, prefix: FrozenPrefix, inputs: dict[str, torch.Tens
     raise RuntimeError(f"layer {prefix.start} never ran")
 
 
-def compute_states(model: nn.Module, prefix: FrozenPrefix, batches, device: torch.device) -> PrefixStates:
-    """Run the prefix over `batches` (dicts with `row` indices) and keep each example's real tokens."""
-    by_row: dict[int, torch.Tensor] = {}
+def compute_states(model: nn.Module, prefix: FrozenPrefix, batches, device: torch.device,
+                   lengths: list[int]) -> PrefixStates:
+    """Run the prefix over `batches` (dicts with `row` indices) and keep each example's real tokens
+    (`lengths[row]` of them), written straight into one preallocated tensor: the peak is the states
+    themselves plus one batch."""
+    lengths_tensor = torch.tensor(lengths, dtype=torch.long)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths_tensor.cumsum(0)]).tolist()
+    flat = None
     for batch in batches:
         inputs = {key: value.to(device) for key, value in batch.items() if key not in ("row", "labels")}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             hidden = capture(model, prefix, inputs).float().cpu()
+        if flat is None:
+            flat = torch.empty(offsets[-1], hidden.shape[-1])
         for row, states, mask in zip(batch["row"].tolist(), hidden, batch["attention_mask"].bool()):
-            by_row[row] = states[mask].clone()
-    ordered = [by_row[row] for row in range(len(by_row))]
-    return PrefixStates(torch.cat(ordered), torch.tensor([len(states) for states in ordered]))
+            flat[offsets[row]:offsets[row + 1]] = states[mask]
+    return PrefixStates(flat, lengths_tensor)
 
 
 def cached_states(directory: Path, key: str, compute: Callable[[], PrefixStates]) -> tuple[PrefixStates, bool]:
-    """Load entry `key`, or compute and store it; True if it came from disk.
+    """Load entry `key`, or compute and store it; True if it came from disk. Either way the states are
+    returned memory-mapped from the file (safetensors maps it), so a trial holds them in the page cache,
+    which the kernel can evict, rather than in its own memory.
 
     A file lock makes concurrent trials asking for the same entry wait for one computation; the entry
     is written under a temporary name and renamed, so no reader ever sees half a file.
@@ -162,7 +170,9 @@ def cached_states(directory: Path, key: str, compute: Callable[[], PrefixStates]
         partial = path.with_suffix(".partial")
         save_file({"flat": states.flat.contiguous(), "lengths": states.lengths}, partial)
         os.replace(partial, path)
-        return states, False
+        del states  # from here on the states are the file's pages (memory-mapped), not the process's memory
+        stored = load_file(path)
+        return PrefixStates(stored["flat"], stored["lengths"]), False
 
 
 class _FedStates(nn.Module):

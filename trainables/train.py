@@ -181,7 +181,8 @@ def add_prefix_states(model, prefix: FrozenPrefix, splits: dict[str, Split], col
     """Give every split its cached prefix states (computed on a miss); True if all came from the cache."""
     weights, hits = weights_digest(prefix), []
     for split in splits.values():
-        compute = functools.partial(compute_states, model, prefix, batches(split, collate, config), device)
+        lengths = [len(ids) for ids in split.dataset["input_ids"][:]]
+        compute = functools.partial(compute_states, model, prefix, batches(split, collate, config), device, lengths)
         split.states, hit = cached_states(config.resolved_cache_dir() / "prefix", prefix_key(weights, split.dataset),
                                           compute)
         hits.append(hit)

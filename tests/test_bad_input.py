@@ -1,0 +1,164 @@
+"""The bad-input corpus: every entry is one `qrlora-sweep` command line that must stop before any work with
+one line naming the field or file, exit status 2, and the working directory exactly as it was."""
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import free_port
+from sweeps.cli import main
+
+BASE = {"name": "bad", "model": "minilm", "tasks": ["sst2"], "train_sizes": [100], "epochs": 1,
+        "methods": {"qrlora": {"tau": 0.5, "layers": "last:1"}}}
+PREFIX = "qrlora-sweep run: error: "
+SST2_HEADER = "sentence\tlabel\n"
+
+
+def spec_with(**changes):
+    """BASE with dotted-path changes: spec_with(**{"trial.lr": 0}) sets BASE["trial"]["lr"]."""
+    values = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        *parents, last = path.split(".")
+        target = values
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = value
+    return values
+
+
+# (id, spec changes, broken GLUE file {relative path: bytes}, extra argv, expected first line)
+SPEC_CASES = [
+    ("seeds-empty", {"seeds": []}, "seeds: must be a non-empty list of integers, got []"),
+    ("seeds-scalar", {"seeds": 0}, "seeds: must be a non-empty list of integers, got 0"),
+    ("tau-out-of-range", {"methods.qrlora.tau": [0.5, 1.5]}, "methods.qrlora.tau: must be in (0, 1], got 1.5"),
+    ("log-range-low-0", {"methods.qrlora.lr": {"low": 0.0, "high": 0.1, "log": True}, "search.algorithm": "optuna"},
+     "methods.qrlora.lr: a log range needs low > 0, got 0.0"),
+    ("asha-reduction-1", {"scheduler": {"name": "asha", "reduction_factor": 1}},
+     "scheduler.reduction_factor: must be an integer >= 2, got 1"),
+    ("asha-grace-0", {"scheduler": {"name": "asha", "grace_period": 0}},
+     "scheduler.grace_period: must be an integer >= 1, got 0"),
+    ("warmup-lr-text", {"trial.warmup_lr": "1e-4"},
+     "trial.warmup_lr: must be a number > 0, got '1e-4' (YAML reads 1e-4 as text: write 1.0e-4)"),
+    ("weight-decay", {"trial.weight_decay": -0.1}, "trial.weight_decay: must be >= 0, got -0.1"),
+    ("warmup-ratio", {"trial.warmup_ratio": 1.5}, "trial.warmup_ratio: must be >= 0 and < 1, got 1.5"),
+    ("max-grad-norm", {"trial.max_grad_norm": 0}, "trial.max_grad_norm: must be > 0, got 0"),
+    ("lora-alpha", {"methods.lora": {"alpha": -1}}, "methods.lora.alpha: must be > 0, got -1"),
+    ("rank-rule-combination", {"methods.qrlora.rank_rule": ["rank", "relative"], "methods.qrlora.tau": [0.3, 0.5]},
+     "methods.qrlora.rank: must be an integer >= 1 with rank_rule 'rank', got None"),
+    ("unknown-task", {"tasks": ["sst2", "squad"]}, "tasks: unknown 'squad'; allowed: cola, mnli, mrpc, qnli"),
+    ("unknown-method", {"methods.dora": {}}, "methods: unknown 'dora'; allowed: qrlora, lora, svd_lora, full"),
+    ("grid-samples", {"search.samples": 3}, "search.samples: a grid runs every configuration once per seed"),
+    ("unknown-key", {"layer": "all"}, "layer: unknown key; allowed: name, tasks, model, methods"),
+    ("epochs-0", {"epochs": 0}, "epochs: must be an integer >= 1, got 0"),
+    ("train-size-0", {"train_sizes": [0]}, "train_sizes: must be an integer >= 1 or null (all), got 0"),
+    ("resources-key", {"resources": {"tpus": 1}}, "resources: only cpus and gpus, each a number >= 0"),
+    ("name", {"name": "my sweep"}, "name: must be letters, digits, '-' or '_', got 'my sweep'"),
+    # Found by preflight: the spec parses, but a trial could never run.
+    ("model-missing", {"model": "/nonexistent/model"}, "model: cannot load '/nonexistent/model': "),
+    ("gpus-absent", {"resources": {"gpus": 0.5}}, "resources.gpus: each trial asks for 0.5 but the cluster has 0 GPUs in all"),
+    ("cpus-too-many", {"resources": {"cpus": 512}}, "resources.cpus: each trial asks for 512 but the cluster has"),
+    ("tracking-unreachable", {"tracking_uri": "http://127.0.0.1:{port}"},
+     "tracking_uri: cannot reach the MLflow server at http://127.0.0.1:{port}: "),
+    ("tracking-folder-missing", {"tracking_uri": "sqlite:///{work}/a-file/mlflow.db"},
+     "tracking_uri: {work}/a-file is a file, not a folder"),
+    ("storage-under-file", {"storage_path": "{work}/a-file/results"}, "storage_path: {work}/a-file is a file, not a folder"),
+    ("cache-under-file", {"trial.cache_dir": "{work}/a-file/cache"}, "trial.cache_dir: {work}/a-file is a file, not a folder"),
+    ("optuna-storage", {"search": {"algorithm": "optuna", "storage": "optuna.db"}},
+     "search.storage: 'optuna.db' is not a database URL (e.g. sqlite:///optuna.db)"),
+]
+
+GLUE_CASES = [  # (id, file, content, expected first line; {file} is its absolute path)
+    ("wrong-header", "SST-2/train.tsv", b"text\tlabel\nfine\t1\n",
+     "{file} line 1: no column 'sentence' in header text, label"),
+    ("column-count", "SST-2/train.tsv", (SST2_HEADER + "good\t1\nbad row\n").encode(),
+     "{file} line 3: expected 2 tab-separated columns, got 1"),
+    ("bad-label", "SST-2/dev.tsv", (SST2_HEADER + "good\t1\nodd\t2\n").encode(), "{file} line 3: label '2' not in 0, 1"),
+    ("empty-file", "SST-2/dev.tsv", b"", "{file} line 1: empty file, expected a header"),
+    ("header-only", "SST-2/train.tsv", SST2_HEADER.encode(), "{file} line 2: no data rows"),
+    ("not-utf8", "SST-2/train.tsv", SST2_HEADER.encode() + b"fine\t1\ncaf\xe9\t0\n", "{file} line 3: not UTF-8 (byte 0xe9)"),
+    ("missing-file", "SST-2/dev.tsv", None, "{file}: no such file; the GLUE_DIR layout for sst2 is"),
+    ("stsb-score", "STS-B/dev.tsv", b"index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+     b"0\tmain\tx\t2012\t0\tnone\tnone\ta\tb\thigh\n", "{file} line 2: score 'high' is not a finite number"),
+]
+
+CLI_CASES = [  # (id, argv after the spec path is written, expected line)
+    ("unknown-flag", ["run", "{spec}", "--bogus"], "qrlora-sweep: error: unrecognized arguments: --bogus"),
+    ("num-samples-text", ["run", "{spec}", "--num-samples", "many"],
+     "qrlora-sweep run: error: argument --num-samples: invalid int value: 'many'"),
+    ("resume-num-samples", ["resume", "{spec}", "--num-samples", "4"],
+     "qrlora-sweep: error: unrecognized arguments: --num-samples 4"),
+    ("spec-missing", ["run", "{work}/nope.yaml"], "qrlora-sweep run: error: spec: no file {work}/nope.yaml"),
+    ("train-tau", ["train", "--tau", "2"], "qrlora-sweep train: error: tau: must be in (0, 1], got 2.0"),
+    ("train-task", ["train", "--task", "squad"], "qrlora-sweep train: error: task: unknown 'squad'; choose one of"),
+]
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def run_cli(work: Path, argv: list[str], capsys) -> tuple[int, list[str]]:
+    before = listing(work)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+    finally:
+        os.chdir(cwd)
+    assert listing(work) == before, "the command wrote into the working directory"
+    return stopped.value.code, capsys.readouterr().err.splitlines()
+
+
+@pytest.fixture
+def work(tmp_path, glue_dir):
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+def fill(text: str, work: Path, port: int) -> str:
+    return text.replace("{work}", str(work)).replace("{port}", str(port))
+
+
+@pytest.mark.parametrize("changes, expected", [case[1:] for case in SPEC_CASES], ids=[case[0] for case in SPEC_CASES])
+def test_bad_spec(work, glue_dir, capsys, changes, expected):
+    port = free_port()
+    changes = {key: json.loads(fill(json.dumps(value), work, port)) for key, value in changes.items()}
+    spec = work / "bad.yaml"
+    spec.write_text(yaml.safe_dump(spec_with(**changes)))
+    code, lines = run_cli(work, ["run", str(spec)], capsys)
+    assert code == 2
+    assert lines and all(line.startswith(PREFIX) for line in lines), lines
+    assert lines[0].startswith(PREFIX + fill(expected, work, port)), lines
+
+
+@pytest.mark.parametrize("name, content, expected", [case[1:] for case in GLUE_CASES], ids=[case[0] for case in GLUE_CASES])
+def test_bad_glue_file(work, glue_dir, capsys, name, content, expected):
+    broken = work / "glue"
+    task_dir = name.split("/")[0]
+    (broken / task_dir).mkdir(parents=True)
+    for source in (glue_dir / task_dir).glob("*.tsv"):
+        (broken / task_dir / source.name).symlink_to(source)
+    (broken / name).unlink()
+    if content is not None:
+        (broken / name).write_bytes(content)
+    task = {"SST-2": "sst2", "STS-B": "stsb"}[task_dir]
+    spec = work / "bad.yaml"
+    spec.write_text(yaml.safe_dump(spec_with(tasks=[task], **{"trial.glue_dir": str(broken)})))
+    code, lines = run_cli(work, ["run", str(spec)], capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(PREFIX + expected.replace("{file}", str(broken / name))), lines
+
+
+@pytest.mark.parametrize("argv, expected", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
+def test_bad_command_line(work, capsys, argv, expected):
+    spec = work / "good.yaml"
+    spec.write_text(yaml.safe_dump(BASE))
+    argv = [fill(arg, work, 0).replace("{spec}", str(spec)) for arg in argv]
+    code, lines = run_cli(work, argv, capsys)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith(fill(expected, work, 0)), lines
+

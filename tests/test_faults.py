@@ -1,0 +1,200 @@
+"""Faults with real processes and real signals: the driver SIGKILLed mid-sweep and resumed, a trial's
+worker SIGKILLed mid-epoch, and the MLflow server down while trials train."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import yaml
+
+from conftest import free_port, start_mlflow_server
+
+# MiniLM, every layer trained (no frozen-prefix shortcut): epochs of a few seconds on one core, long
+# enough to kill a trial between two of them.
+TRAIN = {"model": "minilm", "tasks": ["sst2"], "train_sizes": [1000], "epochs": 3,
+         "resources": {"cpus": 1}}
+
+
+def write_spec(work: Path, name: str, glue_dir: Path, **values) -> Path:
+    spec = {"name": name, **TRAIN,
+            "trial": {"max_length": 32, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
+            "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results"), **values}
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def sweep_command(command: str, spec: Path) -> list[str]:
+    return [sys.executable, "-m", "sweeps.cli", command, str(spec)]
+
+
+def runs(client: mlflow.MlflowClient, sweep: str, role: str) -> list:
+    experiment = client.get_experiment_by_name(sweep)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`qrlora.role` = '{role}'")
+
+
+def epochs(client: mlflow.MlflowClient, run_id: str) -> list[int]:
+    return [metric.step for metric in client.get_metric_history(run_id, "score")]
+
+
+def wait_until(condition, timeout: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the sweep exited ({process.returncode}) before {what}")
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def result_rows(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+
+
+def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, glue_dir):
+    """SIGKILL the driver with one trial finished and one mid-way, then `resume`: one parent, one FINISHED
+    run per trial (the interrupted ones continued, not restarted), every epoch recorded once, and no
+    RUNNING trial left in the Optuna study."""
+    spec = write_spec(tmp_path, "kill", glue_dir, train_sizes=[2000], methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
+                                                                     "layers": "all"}},
+                      search={"algorithm": "random", "samples": 4, "concurrency": 2,
+                              "storage": f"sqlite:///{tmp_path}/optuna.db"},
+                      objectives=["score", "trainable_params"])
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+
+    def mid_sweep():
+        trials = runs(client, "kill", "trial")
+        finished = [run for run in trials if run.info.status == "FINISHED"]
+        midway = {run.info.run_id: epochs(client, run.info.run_id) for run in trials if run.info.status == "RUNNING"}
+        midway = {run_id: steps for run_id, steps in midway.items() if steps == [1]}  # two epochs to go
+        return finished and midway and (finished, midway)
+
+    try:
+        wait_until(mid_sweep, 400, "one trial finished and one mid-way", driver)
+        time.sleep(1.5)  # the driver saves its scheduler state every second (TUNE_GLOBAL_CHECKPOINT_S)
+        killed_at = time.time()
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    before = {run.info.run_id: run.info.status for run in runs(client, "kill", "trial")}
+    assert "RUNNING" in before.values()  # the zombies a plain restart would leave
+    interrupted = {run_id for run_id, status in before.items()
+                   if status == "RUNNING" and 0 < len(epochs(client, run_id)) < 3}
+    assert interrupted, "no trial was killed between two epochs"
+
+    resumed = subprocess.run(sweep_command("resume", spec), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    (parent,) = runs(client, "kill", "sweep")
+    assert parent.info.status == "FINISHED" and parent.data.tags["resumes"] == "1"
+    trials = runs(client, "kill", "trial")
+    assert len(trials) == 4
+    assert {run.info.run_id for run in trials} >= set(before)  # interrupted runs continued, none replaced
+    for run in trials:
+        assert run.info.status == "FINISHED", run.data.tags
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert epochs(client, run.info.run_id) == [1, 2, 3]
+
+    # Resumed, not restarted: the second attempt of every interrupted trial starts after epoch 1, and
+    # no epoch was trained twice.
+    folders = {path.name: path for path in (tmp_path / "results" / "kill-sst2").iterdir() if path.is_dir()}
+    by_trial_id = {run.data.tags["trial_id"]: run.info.run_id for run in trials}
+    for folder in folders.values():
+        rows = result_rows(folder)
+        run_id = by_trial_id[rows[0]["trial_id"]]
+        if run_id not in interrupted:
+            continue
+        assert [row["epoch"] for row in rows] == [1, 2, 3]
+        after = [row["epoch"] for row in rows if row["timestamp"] >= killed_at]
+        assert after and after[0] >= 2
+
+    study = optuna.load_study(study_name="kill-sst2", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = [trial.state for trial in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert {trial.user_attrs["mlflow_run_id"] for trial in complete} == {run.info.run_id for run in trials}
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.FAIL:
+            assert "interrupted launch" in trial.user_attrs["failure_reason"]
+
+
+def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, glue_dir):
+    """SIGKILL the process training a trial after its first epoch: the trial restarts from the epoch-1
+    checkpoint and ends as one FINISHED run with epochs 1, 2, 3 recorded once."""
+    spec = write_spec(tmp_path, "worker", glue_dir, epochs=3,
+                      methods={"qrlora": {"tau": 0.5, "layers": "all"}}, search={"algorithm": "grid"})
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(epochs(client, run.info.run_id) for run in runs(client, "worker", "trial")), 400,
+                   "the first epoch", driver)
+        # The trial's worker: a Ray actor process (reuse_actors runs function trainables as ImplicitFunc).
+        workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 1, workers
+        os.kill(int(workers[0]), signal.SIGKILL)
+        killed_at = time.time()
+        assert driver.wait(timeout=600) == 0
+    finally:
+        driver.kill()
+    (run,) = runs(client, "worker", "trial")
+    assert run.info.status == "FINISHED"
+    assert epochs(client, run.info.run_id) == [1, 2, 3]
+    (folder,) = [path for path in (tmp_path / "results" / "worker-sst2").iterdir() if path.is_dir()]
+    rows = result_rows(folder)
+    after = [row["epoch"] for row in rows if row["timestamp"] >= killed_at]
+    assert after and after[0] >= 2  # from the checkpoint, not from scratch
+    assert sorted({row["epoch"] for row in rows}) == [1, 2, 3]
+
+
+def test_tracking_server_outage_delays_records_not_trials(tmp_path, glue_dir):
+    """Stop the MLflow server after the first epoch and start it again 15 s later: the trials keep
+    training meanwhile (Ray reports epochs during the outage), and every record arrives afterwards."""
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    spec = write_spec(tmp_path, "outage", glue_dir, tracking_uri=uri,
+                      methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},
+                      search={"algorithm": "grid", "concurrency": 2})
+    client = mlflow.MlflowClient(uri)
+    driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(epochs(client, run.info.run_id) for run in runs(client, "outage", "trial")), 400,
+                   "the first epoch", driver)
+        server.terminate()
+        server.wait(timeout=30)
+        down_at = time.time()
+        time.sleep(15)
+        up_at = time.time()
+        server = start_mlflow_server(tmp_path, port)
+        assert driver.wait(timeout=600) == 0
+        trials = runs(client, "outage", "trial")
+        recorded = {run.info.run_id: epochs(client, run.info.run_id) for run in trials}
+    finally:
+        driver.kill()
+        server.terminate()
+        server.wait(timeout=30)
+    reported = [row for folder in (tmp_path / "results" / "outage-sst2").iterdir() if folder.is_dir()
+                for row in result_rows(folder)]
+    assert any(down_at < row["timestamp"] < up_at for row in reported)  # trained through the outage
+    assert len(trials) == 2
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        assert recorded[run.info.run_id] == [1, 2, 3]
+        assert run.data.tags["adapter_uri"].startswith("runs:/")
