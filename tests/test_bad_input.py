@@ -127,6 +127,8 @@ def fill(text: str, work: Path, port: int) -> str:
 def test_bad_spec(work, glue_dir, capsys, changes, expected):
     port = free_port()
     changes = {key: json.loads(fill(json.dumps(value), work, port)) for key, value in changes.items()}
+    # The data must be fine (GLUE_DIR may be relative to the repository, and these commands run elsewhere).
+    changes = {"trial.glue_dir": str(glue_dir), **changes}
     spec = work / "bad.yaml"
     spec.write_text(yaml.safe_dump(spec_with(**changes)))
     code, lines = run_cli(work, ["run", str(spec)], capsys)
