@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from trainables.config import TrialConfig
 from trainables.glue import get_task, load_split
 
 from .spec import SweepSpec
@@ -73,7 +74,7 @@ def _data(spec: SweepSpec) -> list[str]:
 
 
 def _cache_dir(spec: SweepSpec) -> str:
-    return str(spec.trial.get("cache_dir") or os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora")
+    return str(TrialConfig.from_dict(spec.base_config(spec.tasks[0])).resolved_cache_dir())
 
 
 def _writable_path(field: str, path: str) -> list[str]:
