@@ -40,12 +40,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on loopback (sqlite store and artifacts under `root`), once /health answers."""
+def start_mlflow_server(root: Path, port: int, artifacts: str | None = None) -> subprocess.Popen:
+    """A real `mlflow server` on loopback (sqlite store under `root`; artifacts there too unless given), once
+    /health answers."""
+    root.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
-         str(root / "artifacts"), "--workers", "1"],
+         artifacts or str(root / "artifacts"), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while True:
@@ -59,10 +61,23 @@ def start_mlflow_server(root: Path, port: int) -> subprocess.Popen:
             time.sleep(1)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = start_mlflow_server(tmp_path, port)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=30)
+def listing(root: Path) -> list[str]:
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
+
+
+def run_cli(work: Path, argv: list[str], capsys) -> tuple[int, list[str]]:
+    """`qrlora-sweep ARGV` in this process, from `work`, for a command that must fail: its exit status and
+    stderr lines, after checking it wrote nothing into `work`."""
+    from sweeps.cli import main
+
+    before = listing(work)
+    capsys.readouterr()  # only what the command itself writes
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+    finally:
+        os.chdir(cwd)
+    assert listing(work) == before, "the command wrote into the working directory"
+    return stopped.value.code, capsys.readouterr().err.splitlines()

@@ -2,14 +2,12 @@
 one line naming the field or file, exit status 2, and the working directory exactly as it was."""
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import free_port
-from sweeps.cli import main
+from conftest import free_port, run_cli
 
 BASE = {"name": "bad", "model": "minilm", "tasks": ["sst2"], "train_sizes": [100], "epochs": 1,
         "methods": {"qrlora": {"tau": 0.5, "layers": "last:1"}}}
@@ -94,23 +92,6 @@ CLI_CASES = [  # (id, argv after the spec path is written, expected line)
     ("train-tau", ["train", "--tau", "2"], "qrlora-sweep train: error: tau: must be in (0, 1], got 2.0"),
     ("train-task", ["train", "--task", "squad"], "qrlora-sweep train: error: task: unknown 'squad'; choose one of"),
 ]
-
-
-def listing(root: Path) -> list[str]:
-    return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
-
-
-def run_cli(work: Path, argv: list[str], capsys) -> tuple[int, list[str]]:
-    before = listing(work)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            main(argv)
-    finally:
-        os.chdir(cwd)
-    assert listing(work) == before, "the command wrote into the working directory"
-    return stopped.value.code, capsys.readouterr().err.splitlines()
 
 
 @pytest.fixture

@@ -61,11 +61,12 @@ def result_rows(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, glue_dir):
     """SIGKILL the driver with one trial finished and one mid-way, then `resume`: one parent, one FINISHED
     run per trial (the interrupted ones continued, not restarted), every epoch recorded once, and no
     RUNNING trial left in the Optuna study."""
-    spec = write_spec(tmp_path, "kill", glue_dir, train_sizes=[2000], methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
+    spec = write_spec(tmp_path, "kill", glue_dir, methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
                                                                      "layers": "all"}},
                       search={"algorithm": "random", "samples": 4, "concurrency": 2,
                               "storage": f"sqlite:///{tmp_path}/optuna.db"},
@@ -133,6 +134,7 @@ def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, glue_dir):
             assert "interrupted launch" in trial.user_attrs["failure_reason"]
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, glue_dir):
     """SIGKILL the process training a trial after its first epoch: the trial restarts from the epoch-1
     checkpoint and ends as one FINISHED run with epochs 1, 2, 3 recorded once."""
@@ -162,6 +164,7 @@ def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, glue_dir
     assert sorted({row["epoch"] for row in rows}) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_tracking_server_outage_delays_records_not_trials(tmp_path, glue_dir):
     """Stop the MLflow server after the first epoch and start it again 15 s later: the trials keep
     training meanwhile (Ray reports epochs during the outage), and every record arrives afterwards."""

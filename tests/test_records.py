@@ -15,10 +15,11 @@ import yaml
 from safetensors.torch import load_model as load_safetensors
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from qrlora import QRLoRAConfig, apply_method, load_adapter
+from conftest import run_cli
+from qrlora import apply_method, load_adapter
 from trainables.config import TrialConfig
 from trainables.glue import load_split
-from trainables.models import load_model, load_tokenizer, resolve_model
+from trainables.models import load_model, load_tokenizer
 from trainables.train import Split, best_epoch, parameter_groups, prepare_data, run_trial, train
 from trainables.warmup import warmed_up
 
@@ -218,7 +219,7 @@ def test_pareto_files_name_each_front_members_run_and_adapter(kept):
         assert row["adapter_uri"] == f"runs:/{row['run_id']}/{'model' if row['method'] == 'full' else 'peft'}"
 
 
-def test_export_errors_are_one_line_and_write_nothing(tmp_path):
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("bad", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -233,9 +234,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path):
              ((kept_lora, "--format", "qrlora"),
               f"run {kept_lora}: --format qrlora needs a QR-LoRA run, this is a lora run; use --format peft")]
     for (run_id, *flags), message in cases:
-        done = export(run_id, tmp_path / "out", uri, *flags)
-        assert done.returncode == 2
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"qrlora-sweep export: error: {message}"), done.stderr
-        assert not (tmp_path / "out").exists()
+        status, lines = run_cli(tmp_path, ["export", run_id, "--out", "out", "--tracking-uri", uri, *flags], capsys)
+        assert status == 2
+        assert len(lines) == 1 and lines[0].startswith(f"qrlora-sweep export: error: {message}"), lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "mlflow.db"]

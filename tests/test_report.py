@@ -12,6 +12,7 @@ import pytest
 import ray
 from mlflow.entities import Metric, Param
 
+from conftest import run_cli
 from sweeps.pareto import export_pareto
 from sweeps.report import write_report
 
@@ -161,7 +162,7 @@ def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           cwd=cwd)
 
 
-def test_report_errors_are_one_line_and_write_nothing(store, tmp_path):
+def test_report_errors_are_one_line_and_write_nothing(store, tmp_path, capsys):
     uri, client, root, *_ = store
     only_failed = client.create_experiment("only-failed", artifact_location=(root / "only-failed").as_uri())
     parent = client.create_run(only_failed, tags={"qrlora.role": "sweep"}).info.run_id
@@ -172,11 +173,10 @@ def test_report_errors_are_one_line_and_write_nothing(store, tmp_path):
               "--metric: no FINISHED trial run of 'cold' records 'best_score'"),
              (["--experiment", "cold", "--metric", "top"], "--metric: unknown 'top'; choose one of score, best_score")]
     for args, message in cases:
-        done = report_cli(*args, "--out", str(tmp_path / "out"), "--tracking-uri", uri, cwd=tmp_path)
-        lines = done.stderr.strip().splitlines()
-        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        status, lines = run_cli(tmp_path, ["report", *args, "--out", "out", "--tracking-uri", uri], capsys)
+        assert status == 2 and len(lines) == 1, lines
         assert lines[0].startswith(f"qrlora-sweep report: error: {message}"), lines[0]
-        assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_dir, tmp_path):
