@@ -65,9 +65,8 @@ def trainable(config: dict) -> None:
                 callbacks=[ReportEachEpoch()]).train()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder for Ray results and mlflow.db")
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The sweep's settings, shared with sweep_vs_diy.py so both sides run the same trials."""
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=2)
@@ -75,6 +74,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="folder for Ray results and mlflow.db")
+    add_sweep_options(parser)
     args = parser.parse_args()
     out = Path(args.out).resolve()
     ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-from diy_sweep import LAYER_SUBSETS, TAUS
+from diy_sweep import LAYER_SUBSETS, TAUS, add_sweep_options
 
 HERE = Path(__file__).parent
 
@@ -82,13 +81,7 @@ def platform_spec(args: argparse.Namespace, glue_dir: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--train-size", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--warmup-epochs", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
+    add_sweep_options(parser)
     args = parser.parse_args()
     if not args.glue_dir:
         parser.error("--glue-dir: not given and GLUE_DIR is not set")
