@@ -66,7 +66,9 @@ def build_tuner(spec: SweepSpec, task: str, launch: SweepLaunch) -> tune.Tuner:
     param_space: dict[str, Any] = {}
     if spec.search.algorithm == "grid":
         points = spec.grid(task)
-        search, num_samples = BasicVariantGenerator(points_to_evaluate=points), len(points)
+        # Ray ignores max_concurrent_trials for a generator passed in: it takes its own limit.
+        search = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=spec.search.concurrency)
+        num_samples = len(points)
         # Ray fills preset points only into keys the space declares; every point sets every key.
         param_space = dict.fromkeys(points[0])
     else:

@@ -1,5 +1,5 @@
 """Faults with real processes and real signals: the driver SIGKILLed mid-sweep and resumed, a trial's
-worker SIGKILLed mid-epoch, and the MLflow server down while trials train."""
+worker SIGKILLed mid-epoch, the MLflow server down while trials train, and mo_asha's rungs across a resume."""
 import json
 import os
 import signal
@@ -201,3 +201,52 @@ def test_tracking_server_outage_delays_records_not_trials(tmp_path, glue_dir):
         assert run.info.status == "FINISHED"
         assert recorded[run.info.run_id] == [1, 2, 3]
         assert run.data.tags["adapter_uri"].startswith("runs:/")
+
+
+@pytest.mark.slow
+def test_mo_asha_keeps_its_rungs_across_a_resume(tmp_path, tiny_model_dir, glue_dir):
+    """A grid in which every trial scores the same (learning rates too small to change a float32 weight)
+    and each has more parameters than the one before, so each is dominated by all earlier ones: with
+    reduction factor 2 only the first trial may pass rung 1. SIGKILL the driver after two trials, then
+    `resume`: a scheduler that forgot the rungs would judge the next trial alone and let it go on; this
+    one must stop every trial after the first at rung 1, before and after the kill alike."""
+    taus = [0.9, 0.7, 0.5, 0.3, 0.1]
+    spec = write_spec(tmp_path, "rungs", glue_dir, model=tiny_model_dir, train_sizes=[20000], epochs=2,
+                      methods={"qrlora": {"tau": taus, "layers": "all", "lr": 1.0e-12, "head_lr": 1.0e-12}},
+                      search={"algorithm": "grid", "concurrency": 1},
+                      objectives=["score", "trainable_params"],
+                      scheduler={"name": "mo_asha", "grace_period": 1, "reduction_factor": 2})
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        def third_trial_in_its_first_epoch():
+            trials = runs(client, "rungs", "trial")
+            finished = [run for run in trials if run.info.status == "FINISHED"]
+            return len(finished) == 2 and any(run.info.status == "RUNNING" and not epochs(client, run.info.run_id)
+                                              for run in trials)
+
+        wait_until(third_trial_in_its_first_epoch, 300, "two trials finished and the third in its first epoch",
+                   driver)
+        time.sleep(1.5)  # the driver saves its state every second: the two finished trials are in it
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+    resumed_at = time.time()
+    before = {run.data.params["tau"] for run in runs(client, "rungs", "trial") if run.info.status == "FINISHED"}
+    assert len(before) == 2
+
+    resumed = subprocess.run(sweep_command("resume", spec), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = {float(run.data.params["tau"]): run for run in runs(client, "rungs", "trial")}
+    assert sorted(trials) == sorted(taus) and {run.info.status for run in trials.values()} == {"FINISHED"}
+    params = [trials[tau].data.metrics["trainable_params"] for tau in taus]
+    assert params == sorted(set(params))  # each trial costs more than the one before
+    assert len({run.data.metrics["score"] for run in trials.values()}) == 1  # and all score alike
+    stopped = {tau: trials[tau].data.tags.get("stopped_at_rung") for tau in taus}
+    assert stopped == {taus[0]: None, **{tau: "1" for tau in taus[1:]}}
+    # Some of those trials reached rung 1 only after the resume, so the restored rungs judged them.
+    folders = [path for path in (tmp_path / "results" / "rungs-sst2").iterdir() if path.is_dir()]
+    assert any(result_rows(folder)[0]["timestamp"] >= resumed_at for folder in folders)
