@@ -1,8 +1,6 @@
 """Trial records a researcher can trust and reuse: head learning rate, warm-up baseline, best epoch,
 seeding independent of the warm-up cache, and kept adapters exported and reloaded with PEFT."""
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -161,17 +159,18 @@ def kept(glue_dir, tmp_path_factory):
     return work, values["tracking_uri"], {run.data.tags["method"]: run for run in runs}, summary
 
 
-def export(run_id: str, out: Path, uri: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", "export", run_id, "--out", str(out),
-                           "--tracking-uri", uri, *flags], capture_output=True, text=True)
+def export(run_id: str, out: Path, uri: str, *flags: str) -> int:
+    """`qrlora-sweep export` in this process: its exit status (a process of its own costs ~10 s each)."""
+    from sweeps.cli import main
+
+    return main(["export", run_id, "--out", str(out), "--tracking-uri", uri, *flags])
 
 
 @pytest.mark.parametrize("method", ["qrlora", "lora", "svd_lora"])
 def test_exported_adapter_reloaded_with_peft_reproduces_the_recorded_score(kept, glue_dir, tmp_path, method):
     _, uri, runs, _ = kept
     run = runs[method]
-    done = export(run.info.run_id, tmp_path / "adapter", uri)
-    assert done.returncode == 0, done.stderr
+    assert export(run.info.run_id, tmp_path / "adapter", uri) == 0
     adapter = tmp_path / "adapter"
     assert {"adapter_config.json", "adapter_model.safetensors", "base"} <= {p.name for p in adapter.iterdir()}
     config = yaml.safe_load((adapter / "adapter_config.json").read_text())
@@ -188,14 +187,14 @@ def test_exported_adapter_reloaded_with_peft_reproduces_the_recorded_score(kept,
 def test_qrlora_exports_in_its_own_format_and_merged(kept, glue_dir, tmp_path):
     _, uri, runs, _ = kept
     run = runs["qrlora"]
-    assert export(run.info.run_id, tmp_path / "own", uri, "--format", "qrlora").returncode == 0
+    assert export(run.info.run_id, tmp_path / "own", uri, "--format", "qrlora") == 0
     base = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "own" / "base"), num_labels=2)
     model, report = load_adapter(base, tmp_path / "own")
     assert report.adapter_params == run.data.metrics["adapter_params"]
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "own" / "base"))
     assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
 
-    assert export(run.info.run_id, tmp_path / "merged", uri, "--merged").returncode == 0
+    assert export(run.info.run_id, tmp_path / "merged", uri, "--merged") == 0
     merged = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "merged"))
     assert not any("lambdas" in name or "lora" in name for name, _ in merged.named_parameters())
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
@@ -206,8 +205,7 @@ def test_full_finetuning_with_log_full_model_exports_its_model(kept, glue_dir, t
     _, uri, runs, _ = kept
     run = runs["full"]
     assert "adapter_uri" in run.data.tags
-    done = export(run.info.run_id, tmp_path / "full", uri)
-    assert done.returncode == 0, done.stderr
+    assert export(run.info.run_id, tmp_path / "full", uri) == 0
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "full"))
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "full"))
     assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]

@@ -150,7 +150,7 @@ def test_the_prefix_cache_gives_the_models_logits_on_a_padded_batch(base, batch)
 
 
 def test_a_one_epoch_trial_records_the_ranks_of_its_weights(base, glue_dir, tmp_path):
-    record = run_trial(TrialConfig(model="smollm2", train_size=200, epochs=1, max_length=64, layers="last:2",
+    record = run_trial(TrialConfig(model="smollm2", train_size=200, epochs=1, max_length=32, layers="last:2",
                                    matrices="q,v", glue_dir=str(glue_dir), cache_dir=str(tmp_path / "cache")))
     layers = base.model.layers
     assert record["ranks"] == {f"model.layers.{index}.self_attn.{matrix}_proj": scipy_rank(

@@ -38,6 +38,11 @@ def _check_number(name: str, value: Any, low: float, high: float | None, low_ope
         raise ValueError(f"{name}: must be {bound}, got {value!r}")
 
 
+def default_cache_dir() -> Path:
+    """This node's caches when a trial names none: $QRLORA_CACHE_DIR, else ~/.cache/qrlora."""
+    return Path(os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora")
+
+
 @dataclass
 class TrialConfig:
     """Everything that defines a trial; unknown keys and bad values fail before any work starts."""
@@ -174,4 +179,4 @@ class TrialConfig:
         return {name.strip() for name in caches.split(",") if name.strip()} - {"none"}
 
     def resolved_cache_dir(self) -> Path:
-        return Path(self.cache_dir or os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora")
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()

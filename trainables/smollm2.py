@@ -42,6 +42,7 @@ def packaged_gguf() -> Path:
 
 @functools.cache
 def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """Hex digest of the file, once per process per (size, mtime) seen: 98 MB takes a fraction of a second."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -54,7 +55,9 @@ def model_folder() -> Path:
     conversion; it is written under a temporary name and renamed, so no reader sees half a folder)."""
     gguf_file = packaged_gguf()
     stat = gguf_file.stat()
-    cache = Path(os.environ.get("QRLORA_CACHE_DIR") or Path.home() / ".cache" / "qrlora") / "models"
+    from .config import default_cache_dir  # config imports this module
+
+    cache = default_cache_dir() / "models"
     folder = cache / f"{NAME}-{_sha256(gguf_file, stat.st_size, stat.st_mtime_ns)[:16]}"
     if folder.is_dir():
         return folder
