@@ -66,8 +66,8 @@ def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, tiny_model
     """SIGKILL the driver with one trial finished and one mid-way, then `resume`: one parent, one FINISHED
     run per trial (the interrupted ones continued, not restarted), every epoch recorded once, and no
     RUNNING trial left in the Optuna study."""
-    spec = write_spec(tmp_path, "kill", glue_dir, tiny_model_dir, methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9},
-                                                                     "layers": "all"}},
+    spec = write_spec(tmp_path, "kill", glue_dir, tiny_model_dir,
+                      methods={"qrlora": {"tau": {"low": 0.3, "high": 0.9}, "layers": "all"}},
                       search={"algorithm": "random", "samples": 4, "concurrency": 2,
                               "storage": f"sqlite:///{tmp_path}/optuna.db"},
                       objectives=["score", "trainable_params"])
