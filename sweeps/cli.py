@@ -72,19 +72,24 @@ def _load(args: argparse.Namespace):
 
 
 def command_run(args: argparse.Namespace, resume: bool = False) -> int:
-    """Run a sweep spec on Ray; progress while it runs, each task's Pareto front at the end."""
+    """Run a sweep spec on Ray; progress while it runs, a Pareto front per task and training size at the end."""
     spec, values = _load(args)
-    from sweeps.preflight import local_cluster, preflight
+    from sweeps.preflight import local_cluster, preflight, train_size_notes
     from sweeps.tracking import tracking_uri
 
     problems = preflight(spec, tracking_uri(spec.tracking_uri), local_cluster() if args.address is None else None)
     if problems:
         args.parser.exit(2, "".join(f"{args.parser.prog}: error: {problem}\n" for problem in problems))
+    for note in train_size_notes(spec):
+        print(note, flush=True)
     from sweeps.run import SweepError, run_sweep
+    from sweeps.studies import StudySpaceError
     from sweeps.tracking import TrackingError
 
     try:
         summary = run_sweep(spec, values, address=args.address, resume=resume)
+    except StudySpaceError as error:  # found before anything started: bad input, like a bad spec
+        args.parser.error(str(error))
     except (SweepError, TrackingError) as error:
         args.parser.exit(1, f"{args.parser.prog}: error: {error}\n")
     print(format_fronts(summary))
@@ -98,15 +103,18 @@ def command_resume(args: argparse.Namespace) -> int:
 
 
 def command_pareto(args: argparse.Namespace) -> int:
-    """Pareto fronts (score up, parameters down) per task from MLflow: pareto.csv/.json/.png."""
+    """Pareto fronts (score up, parameters down) per task and training size from MLflow: pareto.csv/.json/.png."""
     from sweeps.pareto import export_pareto
 
     try:
         summary = export_pareto(args.experiment, args.out, tracking_uri=_uri(args), task=args.task, x=args.x,
-                                metric=args.metric, aggregate=args.aggregate)
+                                metric=args.metric, aggregate=args.aggregate, include_stopped=args.include_stopped)
     except ValueError as error:
         args.parser.error(str(error))
     print(format_fronts(summary))
+    if summary["stopped_left_out"]:
+        print(f"left out of the seed means: {summary['stopped_left_out']} trial(s) stopped early (asha/mo_asha); "
+              f"--include-stopped puts them back")
     print(f"wrote {args.out}/pareto.csv, pareto.json, pareto.png")
     return 0
 
@@ -116,7 +124,8 @@ def command_report(args: argparse.Namespace) -> int:
     from sweeps.report import write_report
 
     try:
-        written = write_report(args.experiment, args.out, tracking_uri=_uri(args), metric=args.metric)
+        written = write_report(args.experiment, args.out, tracking_uri=_uri(args), metric=args.metric,
+                               include_stopped=args.include_stopped)
     except ValueError as error:
         args.parser.error(str(error))
     print((Path(args.out) / "table.md").read_text())
@@ -182,14 +191,16 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
 
 
 def format_fronts(summary: dict) -> str:
-    """Each task's front as a table: the numbers a researcher reads first."""
+    """Each condition's front as a table (`rte/10000 (2,490 training rows)`): the numbers a researcher
+    reads first."""
     blocks = []
-    for task, result in summary["tasks"].items():
+    for name, result in summary["fronts"].items():
         rows = [(row["method"], f"{row['score']:.4f}", int(row["trainable_params"]), int(row["adapter_params"]),
                  *(row.get(key) if row.get(key) not in (None, "") else "-"
                    for key in ("tau", "rank", "layers", "matrices")), row["run_id"])
                 for row in result["front"]]
-        blocks.append(f"{task}: {len(result['front'])} of {result['n_runs']} runs on the front "
+        rows_used = f" ({result['train_rows']:,} training rows)" if result.get("train_rows") is not None else ""
+        blocks.append(f"{name}{rows_used}: {len(result['front'])} of {result['n_runs']} runs on the front "
                       f"(x = {summary['x']}, y = {summary.get('metric', 'score')}, "
                       f"hypervolume {result['hypervolume']:.4f})\n" + _table(
                           ("method", summary.get("metric", "score"), "trainable", "adapter", "tau", "rank", "layers",
@@ -223,12 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
     pareto.add_argument("--aggregate", default="none",
                         help="none (every run, default) or seeds (the front of configuration means over seeds)")
+    pareto.add_argument("--include-stopped", action="store_true",
+                        help="--aggregate seeds: average trials asha/mo_asha stopped early too (default: left out)")
     pareto.add_argument("--out", default="pareto", help="output directory (default: ./pareto)")
     pareto.add_argument("--tracking-uri", default=None)
     report = command("report", command_report, "the paper's table and figures from a sweep's runs")
     report.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
     report.add_argument("--out", default="report", help="output directory (default: ./report)")
     report.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
+    report.add_argument("--include-stopped", action="store_true",
+                        help="average trials asha/mo_asha stopped early too (default: left out, counted)")
     report.add_argument("--tracking-uri", default=None)
     export = command("export", command_export, "write a trial run's adapter (PEFT or qrlora format, or merged)")
     export.add_argument("run_id", help="the trial's MLflow run id (pareto.csv lists the front's)")

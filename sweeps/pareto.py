@@ -2,10 +2,10 @@
 
 A sweep is one MLflow experiment: a parent run tagged ``qrlora.role=sweep`` and one
 nested run per trial tagged ``qrlora.role=trial``. :func:`export_pareto` keeps, per
-task, the finished trials that no other trial beats on both score and parameter
-count, writes them as ``pareto.csv``/``pareto.json``/``pareto.png``, tags every
-trial it considered ``pareto=true|false`` and attaches the files to the newest
-parent run under the artifact path ``pareto``.
+condition (task, training-set size, model: a front never mixes 2k- and 50k-example runs), the
+finished trials that no other trial of it beats on both score and parameter count, writes
+them as ``pareto.csv``/``pareto.json``/``pareto.png``, tags every trial it considered
+``pareto=true|false`` and attaches the files to the newest parent run under the artifact path ``pareto``.
 
 Hypervolume is measured in (log10(parameter count), score) space, because counts
 span orders of magnitude. The reference point depends only on the task and the model, never on
@@ -35,13 +35,20 @@ from matplotlib.ticker import NullFormatter
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from .aggregate import cell, config_fields, group
+from .aggregate import STOPPED_TAG, cell, config_fields, full_budget, group
+from .conditions import Condition, condition_of, label, size_order, size_text
+from .finite import finite
 
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
-PARAM_COLUMNS = ("tau", "rank_rule", "rank", "layers", "matrices", "train_size", "lr")
+PARAM_COLUMNS = ("tau", "rank_rule", "rank", "layers", "matrices", "lr")
+# What a front holds fixed; train_rows: the training examples used (below train_size for a smaller task).
+CONDITION_COLUMNS = ("task", "train_size", "train_rows", "model")
 METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epoch's
-CSV_COLUMNS = ("run_id", "task", "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri")
+# stopped_at_rung: the epoch at which asha/mo_asha stopped the run (with --aggregate seeds, its stopped
+# seeds' rungs joined by ";"), empty for a run that trained its full budget
+CSV_COLUMNS = ("run_id", *CONDITION_COLUMNS, "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri",
+               STOPPED_TAG)
 SEED_COLUMNS = ("score_std", "n", "run_ids")  # --aggregate seeds: the front of configuration means
 AGGREGATES = ("none", "seeds")
 OUTPUT_FILES = ("pareto.csv", "pareto.json", "pareto.png")
@@ -113,11 +120,15 @@ def export_pareto(
     x: str = "trainable_params",
     metric: str = "score",
     aggregate: str = "none",
+    include_stopped: bool = False,
 ) -> dict:
-    """Export the per-task Pareto fronts of a sweep and record them back in MLflow.
+    """Export the Pareto fronts of a sweep, one per condition (task, training size, model), and record
+    them back in MLflow.
 
     Everything is validated before anything is written, so a bad argument leaves
     ``out_dir`` and the tracking store untouched. Returns what ``pareto.json`` holds.
+    Runs that asha/mo_asha stopped early carry ``stopped_at_rung``; with ``aggregate="seeds"``
+    they are left out of the means (counted in ``stopped_left_out``) unless ``include_stopped``.
     """
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -132,23 +143,26 @@ def export_pareto(
             f"experiment {experiment!r} not found at tracking URI {client.tracking_uri}"
         )
     runs = search_all_runs(client, found.experiment_id, TRIAL_FILTER)
+    stopped = 0
+    if aggregate == "seeds":  # a mean over seeds must not mix rung scores with full-budget ones
+        runs, stopped = full_budget(runs, include_stopped)
     rows = [row for run in runs if (row := _trial_row(run, metric)) is not None and row[x] is not None]
     if aggregate == "seeds":
         rows = _seed_means(rows, [run for run in runs if run.info.run_id in {row["run_id"] for row in rows}])
     if not rows:
         raise ValueError(
             f"experiment {experiment!r} has no FINISHED trial runs with metrics {metric!r} and {x!r}"
+            + (f" ({stopped} early-stopped runs left out; --include-stopped puts them back)" if stopped else "")
         )
-    runs_by_task: dict[str, list[dict]] = {}
-    for row in rows:
-        runs_by_task.setdefault(row["task"], []).append(row)
     if task is not None:
-        if task not in runs_by_task:
+        present = sorted({row["task"] for row in rows})
+        if task not in present:
             raise ValueError(
                 f"experiment {experiment!r} has no FINISHED trial runs for task {task!r}; "
-                f"tasks present: {', '.join(sorted(runs_by_task))}"
+                f"tasks present: {', '.join(present)}"
             )
-        runs_by_task = {task: runs_by_task[task]}
+        rows = [row for row in rows if row["task"] == task]
+    rows_by_condition = by_condition(rows)
     parents = client.search_runs(
         [found.experiment_id], SWEEP_FILTER, order_by=["attributes.start_time DESC"], max_results=1
     )
@@ -162,8 +176,10 @@ def export_pareto(
         "x": x,
         "metric": metric,
         "aggregate": aggregate,
+        "stopped_left_out": stopped,  # early-stopped runs not in the means (--aggregate seeds only)
         "parent_run_id": parents[0].info.run_id,
-        "tasks": {name: _task_summary(runs_by_task[name], x) for name in sorted(runs_by_task)},
+        # one front per condition (task, training size, model), keyed `task/train_size` (conditions.label)
+        "fronts": {name: _condition_summary(condition_rows, x) for name, condition_rows in rows_by_condition.items()},
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,13 +187,13 @@ def export_pareto(
         staged = Path(staging)
         _write_csv(staged / "pareto.csv", summary)
         (staged / "pareto.json").write_text(json.dumps(summary, indent=2) + "\n")
-        _plot(staged / "pareto.png", summary, runs_by_task)
+        _plot(staged / "pareto.png", summary, rows_by_condition)
         for name in OUTPUT_FILES:
             os.replace(staged / name, out / name)
 
-    for name, task_rows in runs_by_task.items():
-        front_ids = {row["run_id"] for row in summary["tasks"][name]["front"]}
-        for row in task_rows:
+    for name, condition_rows in rows_by_condition.items():
+        front_ids = {row["run_id"] for row in summary["fronts"][name]["front"]}
+        for row in condition_rows:
             on_front = row["run_id"] in front_ids
             for run_id in row.get("run_ids", row["run_id"]).split(";"):
                 client.set_tag(run_id, "pareto", "true" if on_front else "false")
@@ -210,15 +226,17 @@ def _seed_means(rows: list[dict], runs: list[Run]) -> list[dict]:
         newest = by_id[score.run_ids[-1]]
         counts = {name: round(statistics.fmean(by_id[run_id][name] for run_id in score.run_ids))
                   for name in COUNT_COLUMNS if newest[name] is not None}
+        rungs = [by_id[run_id][STOPPED_TAG] for run_id in score.run_ids if by_id[run_id][STOPPED_TAG]]
         means.append({**newest, **counts, "score": score.mean, "score_std": score.std, "n": score.n,
-                      "run_ids": ";".join(score.run_ids), "adapter_uri": None})
+                      "run_ids": ";".join(score.run_ids), "adapter_uri": None,
+                      STOPPED_TAG: ";".join(rungs) or None})
     return means
 
 
 def _trial_row(run: Run, metric: str = "score") -> dict | None:
     metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
     score = metrics.get(metric)
-    if score is None or not math.isfinite(score):
+    if not finite(score):  # a diverged trial (NaN or infinite score): no point of any front
         return None
     row = {
         "run_id": run.info.run_id,
@@ -229,8 +247,10 @@ def _trial_row(run: Run, metric: str = "score") -> dict | None:
     for name in COUNT_COLUMNS:  # counts arrive as float metrics
         count = metrics.get(name)
         row[name] = int(count) if count is not None and math.isfinite(count) else None
-    row.update({name: params.get(name) for name in PARAM_COLUMNS})
+    row.update({name: params.get(name) for name in (*PARAM_COLUMNS, "train_size", "model")})
+    row["train_rows"] = int(metrics["train_rows"]) if "train_rows" in metrics else None
     row["adapter_uri"] = tags.get("adapter_uri")
+    row[STOPPED_TAG] = tags.get(STOPPED_TAG)
     row["end_time"] = run.info.end_time
     return row
 
@@ -254,24 +274,41 @@ def model_params(row: dict) -> float | None:
     return row["total_params"] - (0 if row["method"] == "full" else row["adapter_params"])
 
 
-def _task_summary(task_rows: list[dict], x: str) -> dict:
-    scores = [row["score"] for row in task_rows]
-    costs = [row[x] for row in task_rows]
+def by_condition(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows grouped by condition (task, training size, model), keyed by its label, sorted: one front each.
+    The model joins the label only when the rows hold several."""
+    groups: dict[Condition, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(condition_of(row), []).append(row)
+    with_model = len({model for _, _, model in groups}) > 1
+    order = sorted(groups, key=lambda key: (key[0], size_order(key[1]), key[2]))
+    return {label(key, with_model): groups[key] for key in order}
+
+
+def _condition_summary(rows: list[dict], x: str) -> dict:
+    scores = [row["score"] for row in rows]
+    costs = [row[x] for row in rows]
     # Runs recorded without their counts (older records) fall back to the largest count among them.
-    model = max((count for row in task_rows if (count := model_params(row)) is not None), default=max(costs))
-    ref_score, ref_cost = reference_point(task_rows[0]["task"], model)
+    model = max((count for row in rows if (count := model_params(row)) is not None), default=max(costs))
+    ref_score, ref_cost = reference_point(rows[0]["task"], model)
+    train_rows = sorted({row["train_rows"] for row in rows if row.get("train_rows") is not None})
     return {
-        "n_runs": len(task_rows),
+        "task": rows[0]["task"],
+        "train_size": size_text(rows[0]["train_size"]),
+        # the examples the runs trained on: below train_size when the task has fewer (None: older records)
+        "train_rows": train_rows[-1] if train_rows else None,
+        "model": rows[0]["model"],
+        "n_runs": len(rows),
         "reference": {"score": ref_score, x: ref_cost},
         "hypervolume": hypervolume(scores, costs, ref_score, ref_cost),
-        "history": hypervolume_history(task_rows, x, (ref_score, ref_cost)),
-        "front": [task_rows[i] for i in pareto_front(scores, costs)],
+        "history": hypervolume_history(rows, x, (ref_score, ref_cost)),
+        "front": [rows[i] for i in pareto_front(scores, costs)],
     }
 
 
 def hypervolume_history(task_rows: list[dict], x: str, reference: tuple[float, float]) -> list[float]:
     """The hypervolume of the front after each run, in the order the runs finished (what the sweep
-    logs to its parent run as `hypervolume/<task>` while it goes)."""
+    logs to its parent run as `hypervolume/<task>/<train_size>` while it goes)."""
     done = sorted(task_rows, key=lambda row: row.get("end_time") or 0)
     return [hypervolume([row["score"] for row in done[:count]], [row[x] for row in done[:count]], *reference)
             for count in range(1, len(done) + 1)]
@@ -282,47 +319,68 @@ def _write_csv(path: Path, summary: dict) -> None:
         columns = CSV_COLUMNS + (SEED_COLUMNS if summary["aggregate"] == "seeds" else ())
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")  # None is written as ""
         writer.writeheader()
-        for task_summary in summary["tasks"].values():
-            writer.writerows(task_summary["front"])
+        for condition_summary in summary["fronts"].values():
+            writer.writerows(condition_summary["front"])
 
 
-def _plot(path: Path, summary: dict, runs_by_task: dict[str, list[dict]]) -> None:
-    """One panel per task: all runs faded by method, the front as a step line on top."""
+STOPPED_MARKER = "X"  # runs (or seed means) that include a trial asha/mo_asha stopped at a rung
+
+
+def _by_marker(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The rows split into full-budget ones (circles) and early-stopped ones (X), empty groups left out."""
+    groups = [("o", [row for row in rows if not row[STOPPED_TAG]]),
+              (STOPPED_MARKER, [row for row in rows if row[STOPPED_TAG]])]
+    return [(marker, marked) for marker, marked in groups if marked]
+
+
+def _rows_text(condition_summary: dict) -> str:
+    """` (2,490 rows)`: the training examples a condition's runs used, when recorded."""
+    rows = condition_summary.get("train_rows")
+    return f" ({rows:,} rows)" if rows is not None else ""
+
+
+def _plot(path: Path, summary: dict, rows_by_condition: dict[str, list[dict]]) -> Figure:
+    """One panel per condition (task, training size): all runs faded by method, the front as a step line on
+    top; the title gives the training examples used."""
     x = summary["x"]
-    methods = sorted({row["method"] for rows in runs_by_task.values() for row in rows})
+    methods = sorted({row["method"] for rows in rows_by_condition.values() for row in rows})
     palette = matplotlib.colormaps["tab10"]
     colour = {method: palette(i % palette.N) for i, method in enumerate(methods)}
-    n_cols = min(len(runs_by_task), 3)
-    n_rows = math.ceil(len(runs_by_task) / n_cols)
+    n_cols = min(len(rows_by_condition), 3)
+    n_rows = math.ceil(len(rows_by_condition) / n_cols)
     fig = Figure(figsize=(4.8 * n_cols + 1.8, 3.8 * n_rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for ax, (task, task_summary) in zip(axes, summary["tasks"].items()):
-        task_rows = runs_by_task[task]
-        ax.scatter(
-            [_on_log_axis(row[x]) for row in task_rows],
-            [row["score"] for row in task_rows],
-            c=[colour[row["method"]] for row in task_rows],
-            s=28,
-            alpha=0.35,
-            linewidths=0,
-        )
-        front = task_summary["front"]
+    for ax, (name, condition_summary) in zip(axes, summary["fronts"].items()):
+        condition_rows = rows_by_condition[name]
+        for marker, marked in _by_marker(condition_rows):
+            ax.scatter(
+                [_on_log_axis(row[x]) for row in marked],
+                [row["score"] for row in marked],
+                c=[colour[row["method"]] for row in marked],
+                s=28,
+                alpha=0.35,
+                linewidths=0,
+                marker=marker,
+            )
+        front = condition_summary["front"]
         front_costs = [_on_log_axis(row[x]) for row in front]
         front_scores = [row["score"] for row in front]
         # Extend the last step to the widest run so the attainment curve spans the panel.
-        widest = max(_on_log_axis(row[x]) for row in task_rows)
+        widest = max(_on_log_axis(row[x]) for row in condition_rows)
         step_costs, step_scores = front_costs + [widest], front_scores + front_scores[-1:]
         ax.step(step_costs, step_scores, where="post", color="0.15", lw=1.4, zorder=3)
-        ax.scatter(
-            front_costs,
-            front_scores,
-            c=[colour[row["method"]] for row in front],
-            s=55,
-            edgecolors="black",
-            linewidths=0.9,
-            zorder=4,
-        )
+        for marker, marked in _by_marker(front):
+            ax.scatter(
+                [_on_log_axis(row[x]) for row in marked],
+                [row["score"] for row in marked],
+                c=[colour[row["method"]] for row in marked],
+                s=55,
+                edgecolors="black",
+                linewidths=0.9,
+                zorder=4,
+                marker=marker,
+            )
         ax.set_xscale("log")
         # At least two decades, so every panel labels powers of ten instead of crowded minor ticks.
         log_lo, log_hi = math.log10(min(front_costs)), math.log10(widest)
@@ -331,10 +389,11 @@ def _plot(path: Path, summary: dict, runs_by_task: dict[str, list[dict]]) -> Non
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{x.replace('_', ' ')} (log scale)")
         ax.set_ylabel(summary["metric"].replace("_", " "))
-        hypervolume_text = f"hypervolume {task_summary['hypervolume']:.3f}"
-        ax.set_title(f"{task}: {hypervolume_text} ({task_summary['n_runs']} runs)")
+        hypervolume_text = f"hypervolume {condition_summary['hypervolume']:.3f}"
+        ax.set_title(f"{name}{_rows_text(condition_summary)}: {hypervolume_text} ({condition_summary['n_runs']} runs)",
+                     fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(runs_by_task) :]:
+    for ax in axes[len(rows_by_condition) :]:
         ax.remove()
     handles = [
         Line2D([], [], ls="", marker="o", color=colour[method], markersize=7, label=method)
@@ -342,6 +401,10 @@ def _plot(path: Path, summary: dict, runs_by_task: dict[str, list[dict]]) -> Non
     ]
     front_style = {"color": "0.15", "markerfacecolor": "white", "markeredgecolor": "black"}
     handles.append(Line2D([], [], marker="o", label="Pareto front", **front_style))
+    if any(row[STOPPED_TAG] for rows in rows_by_condition.values() for row in rows):
+        handles.append(Line2D([], [], ls="", marker=STOPPED_MARKER, color="0.3", markersize=7,
+                              label="stopped early (asha/mo_asha)"))
     fig.legend(handles=handles, loc="outside right upper", title="method", frameon=False)
     fig.suptitle(f"{summary['experiment']}: score vs {x.replace('_', ' ')}")
     fig.savefig(path, format="png", dpi=120)
+    return fig

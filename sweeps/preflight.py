@@ -1,6 +1,7 @@
-"""What every trial of a sweep will need, checked once before Ray starts: the model and tokenizer, each
-task's data, the tracking store, the storage, the caches and the per-trial resources. Each problem is
-one line naming the field or file; nothing is created while checking."""
+"""What every trial of a sweep will need, checked once before Ray starts: the model and tokenizer, every
+target set of the spec's methods against the model, each task's data, the tracking store, the storage,
+the caches and the per-trial resources. Each problem is one line naming the field or file; nothing is
+created while checking."""
 from __future__ import annotations
 
 import os
@@ -13,19 +14,43 @@ from trainables.config import TrialConfig
 from trainables.glue import get_task, load_split
 
 from .spec import SweepSpec
+from .target_sets import target_problems
 
 
 def preflight(spec: SweepSpec, tracking_uri: str, cluster: dict[str, float] | None = None) -> list[str]:
     """Every problem found, one line each (empty: the sweep can start). `cluster`: the resources Ray
     will have ({"CPU": n, "GPU": m}); None skips that check (a remote cluster may autoscale)."""
-    problems = [*_model(spec.model), *_data(spec), *_tracking(tracking_uri),
+    cache_dir = Path(_cache_dir(spec))
+    model_problems = _model(spec.model, cache_dir)
+    # Each method's layers x matrices choices against the model (only once the model loads).
+    problems = [*model_problems, *([] if model_problems else target_problems(spec, cache_dir)), *_data(spec),
+                *_tracking(tracking_uri),
                 *_storage("storage_path", spec.storage_path),
-                *_writable_path("trial.cache_dir", _cache_dir(spec))]
+                *_writable_path("trial.cache_dir", str(cache_dir))]
     if spec.search.algorithm != "grid":
         problems += _database("search.storage", spec.search.storage)
     if cluster is not None:
         problems += resource_problems(spec, cluster)
     return problems
+
+
+def train_size_notes(spec: SweepSpec) -> list[str]:
+    """One line per task whose train set is smaller than a `train_sizes` entry: those trials train on the
+    whole set (the paper's min(size, |train|)), and their records say so as `train_rows`. Not problems:
+    the sweep goes on. Tasks whose train split does not load are left to `preflight`."""
+    glue_dir = spec.trial.get("glue_dir") or os.environ.get("GLUE_DIR")
+    notes = []
+    for task in spec.tasks:
+        try:
+            rows = len(load_split(task, "train", glue_dir))
+        except Exception:  # noqa: BLE001 - preflight reports it
+            continue
+        above = [size for size in spec.train_sizes if size is not None and size > rows]
+        if above:
+            sizes = ", ".join(str(size) for size in above)
+            notes.append(f"{task}: train_sizes {sizes} exceed its {rows:,} training examples; "
+                         f"those trials train on all {rows:,} (recorded as train_rows)")
+    return notes
 
 
 def local_cluster() -> dict[str, float]:
@@ -47,14 +72,14 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else type(error).__name__)[:300]
 
 
-def _model(name: str) -> list[str]:
+def _model(name: str, cache_dir: Path) -> list[str]:
     from transformers import AutoConfig
 
     from trainables.models import load_tokenizer, resolve_model
 
     try:
-        AutoConfig.from_pretrained(resolve_model(name))
-        load_tokenizer(name)
+        AutoConfig.from_pretrained(resolve_model(name, cache_dir))
+        load_tokenizer(name, cache_dir)
     except Exception as error:  # noqa: BLE001 - any failure to resolve is the same problem for the user
         return [f"model: cannot load {name!r}: {_first_line(error)}"]
     return []

@@ -2,20 +2,23 @@
 
     table.md, table.tex (booktabs), table.csv   one row per configuration (every recorded hyper-parameter
                                                that differs between runs, except the seed), its parameter
-                                               counts, one column per GLUE metric (x100, mean ± std (n) over
-                                               seeds), the average over tasks, the best mean per column
-                                               marked; warm-started sweeps add the warm-up checkpoint's row
+                                               counts, the training examples used (`train rows`: below
+                                               train_size for a smaller task), one column per GLUE metric
+                                               (x100, mean ± std (n) over seeds), the average over tasks,
+                                               the best mean per column marked; warm-started sweeps add the warm-up checkpoint's row
     fronts.png      Pareto front of configuration means (score vs trainable parameters), a panel per task
-    datasize.png    score vs training-set size per configuration (when the sweep has several sizes)
+                    and training size
+    datasize.png    score vs training examples used per configuration (when the sweep has several sizes)
     tau.png         score and adapter parameters vs tau per QR-LoRA target set (when several tau ran)
 
 Everything is validated before anything is written; the files are also logged to the sweep's newest
-parent run under `report/`.
+parent run under `report/`. One seed has no std (blank, no ± and no error bar); bold marks every mean
+that prints the same as its column's best, the warm-up row included; trials stopped early by asha or
+mo_asha are left out of every cell (the caption counts them) unless --include-stopped.
 """
 from __future__ import annotations
 
 import csv
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +31,8 @@ from mlflow.entities import Run
 
 from trainables.glue import TASKS
 
-from .aggregate import Cell, cell, config_fields, group
+from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
+from .conditions import size_order, size_text
 from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, pareto_front, search_all_runs
 
 # The columns GLUE papers print, per task: (recorded metric, column label).
@@ -42,15 +46,16 @@ COLUMNS = {
     "rte": [("accuracy", "RTE")],
     "stsb": [("pearson", "STS-B P"), ("spearmanr", "STS-B S")],
 }
-# Config fields that change the warm-up checkpoint: the warm-up row is split by them.
-WARMUP_FIELDS = {"model", "train_size", "warmup_epochs", "warmup_lr", "max_length", "batch_size"}
 TABLE_FILES = ("table.md", "table.tex", "table.csv")
 WARMUP_LABEL = "warm-up checkpoint"
 
 
 def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str | None = None,
-                 metric: str = "score") -> dict:
-    """Write the table and figures of sweep `experiment` to `out_dir`; returns what was written."""
+                 metric: str = "score", include_stopped: bool = False) -> dict:
+    """Write the table and figures of sweep `experiment` to `out_dir`; returns what was written.
+
+    Trials that asha or mo_asha stopped at a rung are left out of the cells (and counted in the caption)
+    unless `include_stopped`: their scores come from fewer epochs than the other seeds'."""
     if metric not in METRICS:
         raise ValueError(f"--metric: unknown {metric!r}; choose one of {', '.join(METRICS)}")
     client = MlflowClient(tracking_uri)
@@ -64,12 +69,17 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
     runs = [run for run in runs if metric in run.data.metrics]
     if not runs:
         raise ValueError(f"--metric: no FINISHED trial run of {experiment!r} records {metric!r}")
+    runs, stopped = full_budget(runs, include_stopped)
+    if not runs:
+        raise ValueError(f"--experiment: every FINISHED trial run of {experiment!r} was stopped early by asha/"
+                         f"mo_asha ({stopped} runs); --include-stopped reports them")
     parents = client.search_runs([found.experiment_id], SWEEP_FILTER, order_by=["attributes.start_time DESC"],
                                  max_results=1)
     if not parents:
         raise ValueError(f"--experiment: {experiment!r} has no sweep parent run (tag qrlora.role = 'sweep')")
 
     table = build_table(client, runs, metric)
+    table["stopped"] = {"left_out": stopped, "included": sum(map(stopped_early, runs))}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -89,7 +99,8 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
     for name in written:
         client.log_artifact(parents[0].info.run_id, str(out / name), artifact_path="report")
     return {"experiment": experiment, "metric": metric, "files": written, "rows": len(table["rows"]),
-            "parent_run_id": parents[0].info.run_id}
+            "parent_run_id": parents[0].info.run_id, "stopped_left_out": stopped,
+            "stopped_included": table["stopped"]["included"]}
 
 
 def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
@@ -116,28 +127,28 @@ def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
         scores = {task: cell(by_task[task], lambda run: run.data.metrics.get(metric)) for task in tasks
                   if by_task[task]}
         rows.append({"config": dict(key), "warmup": False, "cells": cells, "scores": scores,
+                     "stopped": sum(map(stopped_early, config_runs)),
                      "counts": {name: _count_text(config_runs, name) for name in ("adapter_params", "trainable_params")},
                      "trainable": {task: cell(by_task[task], lambda run: run.data.metrics.get("trainable_params"))
                                    for task in by_task if by_task[task]},
-                     "average": _average(scores, tasks)})
+                     "train_rows": _train_rows(by_task), "average": _average(scores, tasks)})
     rows.sort(key=_row_order)
-    warm = [run for run in runs if "warmup/score" in run.data.metrics]
-    warm_fields = [name for name in fields if name in WARMUP_FIELDS]
-    for key, warm_runs in group(warm, warm_fields).items():
+    warm_fields, checkpoints = warmup_checkpoints(runs, fields)  # by the runs' warmup_key tags
+    for key, warm_runs in group(checkpoints, warm_fields).items():
         by_task = {task: [run for run in warm_runs if run.data.tags["task"] == task] for task in tasks}
         cells = {(task, name): cell(by_task[task], lambda run, name=name: run.data.metrics.get(f"warmup/{name}"))
                  if by_task[task] else None for task, name, _ in columns}
         scores = {task: cell(by_task[task], lambda run: run.data.metrics.get("warmup/score")) for task in tasks
                   if by_task[task]}
         config = {name: "-" for name in fields} | {"method": WARMUP_LABEL} | dict(key)
-        rows.append({"config": config, "warmup": True, "cells": cells, "scores": scores,
+        rows.append({"config": config, "warmup": True, "cells": cells, "scores": scores, "stopped": 0,
                      "counts": {"adapter_params": "-", "trainable_params": "-"}, "trainable": {},
-                     "average": _average(scores, tasks)})
-    best = {}
+                     "train_rows": _train_rows(by_task), "average": _average(scores, tasks)})
+    best = {}  # the warm-up checkpoint competes too: an adapter that does not beat it is worth knowing
     for task, name, _ in columns:
-        means = [row["cells"][(task, name)].mean for row in rows if not row["warmup"] and row["cells"][(task, name)]]
+        means = [row["cells"][(task, name)].mean for row in rows if row["cells"][(task, name)]]
         best[(task, name)] = max(means) if means else None
-    averages = [row["average"] for row in rows if not row["warmup"] and row["average"] is not None]
+    averages = [row["average"] for row in rows if row["average"] is not None]
     best["average"] = max(averages) if averages else None
     return {"fields": fields, "tasks": tasks, "columns": columns, "rows": rows, "best": best, "metric": metric}
 
@@ -157,6 +168,24 @@ def _row_order(row: dict) -> tuple:
     return (order, *(natural(str(value)) for value in row["config"].values()))
 
 
+def _train_rows(by_task: dict[str, list[Run]]) -> dict[str, int]:
+    """Per task, the training examples its runs used (`train_rows`: below train_size when the task has
+    fewer); tasks whose runs predate the record are left out."""
+    used = {task: [int(run.data.metrics["train_rows"]) for run in task_runs if "train_rows" in run.data.metrics]
+            for task, task_runs in by_task.items()}
+    return {task: max(counts) for task, counts in used.items() if counts}
+
+
+def _train_rows_text(row: dict, tasks: list[str]) -> str:
+    """`2,490`, or per task (`rte 2,490, sst2 10,000`) when the tasks used different numbers."""
+    used = {task: row["train_rows"][task] for task in tasks if task in row.get("train_rows", {})}
+    if not used:
+        return "-"
+    if len(set(used.values())) == 1:
+        return f"{next(iter(used.values())):,}"
+    return ", ".join(f"{task} {count:,}" for task, count in used.items())
+
+
 def _count_text(runs: list[Run], name: str) -> str:
     """A configuration's parameter count; a range when it differs between runs (heads, tasks, seeds)."""
     counts = sorted({int(run.data.metrics[name]) for run in runs if name in run.data.metrics})
@@ -167,58 +196,98 @@ def _count_text(runs: list[Run], name: str) -> str:
 
 def _average(scores: dict[str, Cell | None], tasks: list[str]) -> float | None:
     """The mean over tasks of the per-task mean score, only when the configuration ran every task."""
-    if len(tasks) < 2 or any(scores.get(task) is None for task in tasks):
+    if len(tasks) < 2 or any(not scores.get(task) for task in tasks):  # missing, or every seed failed
         return None
     return sum(scores[task].mean for task in tasks) / len(tasks)
+
+
+def _printed(value: float) -> str:
+    """A score as the table prints it (x100, one decimal): what bolding compares."""
+    return f"{100 * value:.1f}"
 
 
 def _cell_text(value: Cell | None, best: float | None, bold) -> str:
     if value is None:
         return "-"
-    mean = f"{100 * value.mean:.1f}"
-    if best is not None and math.isclose(value.mean, best):
+    failed = f"; {len(value.failed)} failed" if value.failed else ""  # seeds that diverged (NaN/inf)
+    if not value:
+        return f"- (0{failed})"
+    mean = _printed(value.mean)
+    if best is not None and mean == _printed(best):
         mean = bold(mean)
-    spread = f" ± {100 * value.std:.1f}" if value.n > 1 else ""
-    return f"{mean}{spread} ({value.n})"
+    spread = f" ± {100 * value.std:.1f}" if value.std is not None else ""
+    return f"{mean}{spread} ({value.n}{failed})"
 
 
 def _average_text(value: float | None, best: float | None, bold) -> str:
     if value is None:
         return "-"
-    text = f"{100 * value:.1f}"
-    return bold(text) if best is not None and math.isclose(value, best) else text
+    text = _printed(value)
+    return bold(text) if best is not None and text == _printed(best) else text
+
+
+STOPPED_MARK = "†"  # md/tex: the row averages trials a scheduler stopped early (--include-stopped)
 
 
 def _row_cells(table: dict, row: dict, bold) -> list[str]:
-    return ([str(row["config"].get(name, "-")) for name in table["fields"]]
-            + [row["counts"]["adapter_params"], row["counts"]["trainable_params"]]
-            + [_cell_text(row["cells"][(task, name)], table["best"][(task, name)] if not row["warmup"] else None,
-                          bold) for task, name, _ in table["columns"]]
-            + ([_average_text(row["average"], table["best"]["average"] if not row["warmup"] else None, bold)]
-               if len(table["tasks"]) > 1 else []))
+    config = [str(row["config"].get(name, "-")) for name in table["fields"]]
+    if row.get("stopped"):
+        config[0] += f" {STOPPED_MARK}"
+    return (config + [row["counts"]["adapter_params"], row["counts"]["trainable_params"],
+                      _train_rows_text(row, table["tasks"])]
+            + [_cell_text(row["cells"][(task, name)], table["best"][(task, name)], bold)
+               for task, name, _ in table["columns"]]
+            + ([_average_text(row["average"], table["best"]["average"], bold)] if len(table["tasks"]) > 1 else []))
+
+
+def _trials(count: int) -> str:
+    return f"{count} trial{'s' if count != 1 else ''}"
+
+
+def caption(table: dict) -> str:
+    """What the numbers are, what bold means, and which trials are in them (plain text, ± and † as is)."""
+    text = (f"GLUE dev {table['metric']} x100: mean ± std (seeds) per configuration; one seed shows no ± (no "
+            f"spread was measured). Bold: every mean that prints the same as its column's best, the warm-up "
+            f"checkpoint included; equal at the printed precision, not a significance test.")
+    if failed := failed_runs(table):
+        text += (f" {_trials(len(failed))} scored NaN or infinity (diverged, tagged non_finite): counted as failed "
+                 f"seeds (\"k failed\" in a cell) and left out of the means.")
+    stopped = table.get("stopped", {})
+    if stopped.get("left_out"):
+        text += f" {_trials(stopped['left_out'])} stopped early (asha/mo_asha) left out; --include-stopped puts them back."
+    if stopped.get("included"):
+        text += (f" {_trials(stopped['included'])} stopped early (asha/mo_asha) included with the score of the "
+                 f"epoch they stopped at, their rows marked {STOPPED_MARK}.")
+    return text
+
+
+def failed_runs(table: dict) -> set[str]:
+    """The runs behind any cell whose value was NaN or infinite."""
+    return {run_id for row in table["rows"] for value in row["cells"].values() if value is not None
+            for run_id in value.failed}
 
 
 def _header(table: dict) -> list[str]:
-    return ([*table["fields"], "adapter params", "trainable params"] + [label for _, _, label in table["columns"]]
+    return ([*table["fields"], "adapter params", "trainable params", "train rows"]
+            + [label for _, _, label in table["columns"]]
             + (["avg"] if len(table["tasks"]) > 1 else []))
 
 
 def markdown(table: dict) -> str:
     header = _header(table)
-    lines = [f"GLUE dev {table['metric']} x100: mean ± std (seeds) per configuration; best mean per column in bold.",
-             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [caption(table), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_row_cells(table, row, lambda text: f"**{text}**")) + " |" for row in table["rows"]]
     return "\n".join(lines) + "\n"
 
 
 def _tex(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&") \
-        .replace("#", "\\#").replace("±", "$\\pm$").replace("–", "--")
+        .replace("#", "\\#").replace("±", "$\\pm$").replace("–", "--").replace(STOPPED_MARK, "\\dag{}")
 
 
 def latex(table: dict) -> str:
     header = _header(table)
-    lines = ["% GLUE dev " + table["metric"] + " x100: mean $\\pm$ std (seeds); needs \\usepackage{booktabs}",
+    lines = ["% " + _tex(caption(table)), "% needs \\usepackage{booktabs}",
              "\\begin{tabular}{" + "l" * len(table["fields"]) + "r" * (len(header) - len(table["fields"])) + "}",
              "\\toprule", " & ".join(_tex(name) for name in header) + " \\\\", "\\midrule"]
     for row in table["rows"]:
@@ -231,22 +300,26 @@ def latex(table: dict) -> str:
 
 
 def write_csv(path: Path, table: dict) -> None:
-    """One line per row; per column its mean, std, seed count and the MLflow run ids behind it."""
-    names = [*table["fields"], "row", "adapter_params", "trainable_params"]
+    """One line per row; per column its mean, std (empty for one seed), seed count and the MLflow run ids
+    behind it, and the runs of seeds that scored NaN or infinity (`failed`, not in the mean); `early_stopped`: how many of the row's runs a scheduler stopped early (--include-stopped)."""
+    names = [*table["fields"], "row", "adapter_params", "trainable_params", "train_rows", "early_stopped"]
     for _, _, label in table["columns"]:
-        names += [f"{label} mean", f"{label} std", f"{label} n", f"{label} run_ids"]
+        names += [f"{label} mean", f"{label} std", f"{label} n", f"{label} run_ids", f"{label} failed"]
     names += ["avg"] if len(table["tasks"]) > 1 else []
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
         for row in table["rows"]:
             line = {name: row["config"].get(name, "-") for name in table["fields"]}
-            line |= {"row": "warm-up" if row["warmup"] else "method", **row["counts"]}
+            line |= {"row": "warm-up" if row["warmup"] else "method", **row["counts"],
+                     "train_rows": _train_rows_text(row, table["tasks"]), "early_stopped": row.get("stopped", 0)}
             for task, name, label in table["columns"]:
                 value = row["cells"][(task, name)]
-                if value is not None:
+                if value:
                     line |= {f"{label} mean": value.mean, f"{label} std": value.std, f"{label} n": value.n,
                              f"{label} run_ids": ";".join(value.run_ids)}
+                if value is not None and value.failed:  # the runs of seeds that scored NaN or infinity
+                    line |= {f"{label} n": value.n, f"{label} failed": ";".join(value.failed)}
             if len(table["tasks"]) > 1:
                 line["avg"] = "" if row["average"] is None else row["average"]
             writer.writerow(line)
@@ -278,28 +351,52 @@ def _with_legend(figure: Figure, axes) -> Figure:
     return figure
 
 
+def _means_with_spread(ax, xs: list[float], cells: list[Cell], label: str, **style) -> None:
+    """Means drawn as `style` says, error bars (std over seeds) only where two or more seeds measured a
+    spread: one seed has none to show, and a zero-length bar would look like certainty."""
+    line, = ax.plot(xs, [value.mean for value in cells], label=label, **style)
+    spread = [(x, value) for x, value in zip(xs, cells) if value.std is not None]
+    if spread:
+        ax.errorbar([x for x, _ in spread], [value.mean for _, value in spread],
+                    yerr=[value.std for _, value in spread], fmt="none", capsize=3, color=line.get_color())
+
+
+STOPPED_MARKER = "X"  # a configuration whose mean includes trials stopped early (--include-stopped)
+
+
 def fronts_figure(table: dict) -> Figure | None:
-    """Per task: every configuration's mean score vs trainable parameters, error bars over seeds, the
-    Pareto front of the means as a step line."""
+    """Per condition (task and training size; a front never mixes sizes): every configuration's mean score
+    vs trainable parameters, error bars over seeds, the Pareto front of the means as a step line;
+    configurations with early-stopped trials drawn as X."""
     method_rows = [row for row in table["rows"] if not row["warmup"]]
-    figure, axes = _panels(len(table["tasks"]))
+    sizes = sorted({row["config"].get("train_size", "-") for row in method_rows},
+                   key=lambda size: size_order(size_text(size)))
+    conditions = [(task, size) for task in table["tasks"] for size in sizes
+                  if any(row["scores"].get(task) and row["config"].get("train_size", "-") == size
+                         for row in method_rows)]
+    figure, axes = _panels(len(conditions))
     colours = matplotlib.colormaps["tab10"]
-    for ax, task in zip(axes[0], table["tasks"]):
+    for ax, (task, size) in zip(axes[0], conditions):
         points = [(row["trainable"][task].mean, row["scores"][task], row) for row in method_rows
-                  if task in row["scores"] and row["scores"][task] and task in row["trainable"]]
+                  if task in row["scores"] and row["scores"][task] and task in row["trainable"]
+                  and row["config"].get("train_size", "-") == size]
         for index, (cost, score, row) in enumerate(points):
-            ax.errorbar(max(cost, 1), score.mean, yerr=score.std, fmt="o", capsize=3, color=colours(index % 10),
-                        label=_label(row["config"]))
+            label = _label(row["config"]) + (f" ({row['stopped']} stopped early)" if row["stopped"] else "")
+            _means_with_spread(ax, [max(cost, 1)], [score], label, linestyle="", color=colours(index % 10),
+                               marker=STOPPED_MARKER if row["stopped"] else "o")
         front = pareto_front([score.mean for _, score, _ in points], [cost for cost, _, _ in points])
         ax.step([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], where="post", color="0.2")
         ax.scatter([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], s=140,
                    facecolors="none", edgecolors="black", zorder=4)  # ringed: on the front of the means
-        _log_x_panel(ax, task, "trainable params", table["metric"])
+        used = sorted({row["train_rows"][task] for _, _, row in points if task in row["train_rows"]})
+        title = task + (f"/{size_text(size)}" if size != "-" else "") + (f" ({used[-1]:,} rows)" if used else "")
+        _log_x_panel(ax, title, "trainable params", table["metric"])
     return _with_legend(figure, axes)
 
 
 def datasize_figure(table: dict) -> Figure | None:
-    """Per task: score vs training-set size for each configuration (train size aside), log size axis."""
+    """Per task: score vs the training examples used (`train_rows`; train_size for older records) for each
+    configuration (train size aside), log axis."""
     if "train_size" not in table["fields"]:
         return None
     figure, axes = _panels(len(table["tasks"]))
@@ -307,12 +404,12 @@ def datasize_figure(table: dict) -> Figure | None:
         lines: dict[str, list] = {}
         for row in table["rows"]:
             size, score = row["config"]["train_size"], row["scores"].get(task)
-            if score and size not in ("-", "None"):
-                lines.setdefault(_label(row["config"], ("train_size",)), []).append((int(size), score))
+            used = row["train_rows"].get(task) or (int(size) if size not in ("-", "None") else None)
+            if score and used:
+                lines.setdefault(_label(row["config"], ("train_size",)), []).append((used, score))
         for label, points in sorted(lines.items()):
             points.sort(key=lambda point: point[0])
-            ax.errorbar([size for size, _ in points], [score.mean for _, score in points],
-                        yerr=[score.std for _, score in points], marker="o", capsize=3, label=label)
+            _means_with_spread(ax, [size for size, _ in points], [score for _, score in points], label, marker="o")
         _log_x_panel(ax, task, "training examples", table["metric"])
     return _with_legend(figure, axes)
 
@@ -333,8 +430,7 @@ def tau_figure(table: dict) -> Figure | None:
         for label, points in sorted(lines.items()):
             points.sort(key=lambda point: point[0])
             taus = [tau for tau, _, _ in points]
-            axes[0][column].errorbar(taus, [score.mean for _, score, _ in points],
-                                     yerr=[score.std for _, score, _ in points], marker="o", capsize=3, label=label)
+            _means_with_spread(axes[0][column], taus, [score for _, score, _ in points], label, marker="o")
             axes[1][column].plot(taus, [count for _, _, count in points], marker="o", label=label)
         axes[0][column].set_title(task)
         axes[0][column].set_ylabel(f"{table['metric']} (mean ± std over seeds)")

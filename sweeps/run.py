@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
@@ -18,9 +18,13 @@ from trainables.trainable import glue_trainable, trial_resources
 
 from .pareto import export_pareto
 from .preflight import resource_problems
-from .schedulers import MOASHAScheduler
+from .conditions import size_text
+from .repeats import SeedRepeater
+from .reconcile import reconcile
+from .schedulers import MOASHAScheduler, ResumableASHAScheduler
 from .space import DefineByRun, trial_config
 from .spec import SweepSpec
+from .studies import StudySpaceError, record_space, space_conflict, space_digest
 from .tracking import SweepLaunch, TrialRecorder, runs_url, start_launch, tracking_uri
 
 
@@ -34,10 +38,11 @@ trainable = tune.with_resources(sweep_trainable, trial_resources)
 
 class NamedOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, with the study's objectives named (optuna-dashboard shows them, not 0 and 1)
-    and each Optuna trial carrying its MLflow run id as the user attribute `mlflow_run_id`."""
+    and user attributes on its trials (`SeedRepeater` lists each configuration's MLflow runs there)."""
 
-    def __init__(self, *args, metric_names: list[str], **kwargs) -> None:
+    def __init__(self, *args, metric_names: list[str], space_digest: str | None = None, **kwargs) -> None:
         self._metric_names = metric_names
+        self._space_digest = space_digest  # stamped on the study: a later `run` with another space is refused
         super().__init__(*args, **kwargs)
 
     def _setup_study(self, mode) -> None:
@@ -45,10 +50,23 @@ class NamedOptunaSearch(OptunaSearch):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self._ot_study.set_metric_names(self._metric_names)
+        if self._space_digest:
+            record_space(self._ot_study, self._space_digest)
 
-    def record_run(self, trial_id: str, run_id: str) -> None:
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr("mlflow_run_id", run_id)
+    def set_user_attr(self, trial_id: str, key: str, value: Any) -> None:
+        """Best effort: an Optuna trial already told (finished) refuses updates, and a record written late
+        (the MLflow writer behind, an errored trial resumed) must not fail for it; the MLflow run's
+        `optuna_trial_number` tag links the two in any case."""
+        if trial_id in self._ot_trials and trial_id not in self._completed_trials:
+            try:
+                self._ot_trials[trial_id].set_user_attr(key, value)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # told between the check and the write (the driver thread tells, the writer sets)
+
+    def trial_number(self, trial_id: str) -> int | None:
+        """The Optuna trial number behind a Ray trial (None if this searcher did not suggest it)."""
+        trial = self._ot_trials.get(trial_id)
+        return None if trial is None else trial.number
 
 
 def storage_root(spec: SweepSpec) -> str:
@@ -56,14 +74,34 @@ def storage_root(spec: SweepSpec) -> str:
     return spec.storage_path if "://" in spec.storage_path else str(Path(spec.storage_path).resolve())
 
 
-def experiment_name(spec: SweepSpec, task: str) -> str:
-    return f"{spec.name}-{task}"
+@dataclass(frozen=True)
+class Experiment:
+    """One Ray Tune experiment of a sweep: a task and the training sizes its trials run (and, for optuna
+    or random, its Optuna study, of the same name)."""
+
+    name: str
+    task: str
+    train_sizes: tuple[int | None, ...]
 
 
-def build_tuner(spec: SweepSpec, task: str, launch: SweepLaunch) -> tune.Tuner:
+def experiments(spec: SweepSpec) -> list[Experiment]:
+    """A grid runs each task's sizes in one experiment (every configuration at every size); a search
+    runs one per task and size, so TPE never searches the size: `{name}-{task}`, and with several sizes
+    `{name}-{task}-{size}` (`-all` for the whole set)."""
+    if spec.search.algorithm == "grid":
+        return [Experiment(f"{spec.name}-{task}", task, tuple(spec.train_sizes)) for task in spec.tasks]
+    several = len(spec.train_sizes) > 1
+    return [Experiment(f"{spec.name}-{task}" + (f"-{size_text(size)}" if several else ""), task, (size,))
+            for task in spec.tasks for size in spec.train_sizes]
+
+
+def build_tuner(spec: SweepSpec, experiment: Experiment, launch: SweepLaunch) -> tune.Tuner:
+    """`search.samples` for optuna/random: configurations per task and training size, each run once per
+    seed (samples x len(seeds) Ray trials per experiment)."""
     single = len(spec.objectives) == 1
     metric, mode = ("score", "max") if single else (None, None)
     param_space: dict[str, Any] = {}
+    task = experiment.task
     if spec.search.algorithm == "grid":
         points = spec.grid(task)
         # Ray ignores max_concurrent_trials for a generator passed in: it takes its own limit.
@@ -74,17 +112,18 @@ def build_tuner(spec: SweepSpec, task: str, launch: SweepLaunch) -> tune.Tuner:
     else:
         sampler_class = optuna.samplers.TPESampler if spec.search.algorithm == "optuna" else \
             optuna.samplers.RandomSampler
-        search = NamedOptunaSearch(
-            metric_names=spec.objectives, space=DefineByRun(spec, task),
+        search = SeedRepeater(NamedOptunaSearch(
+            metric_names=spec.objectives, space=DefineByRun(spec, task, experiment.train_sizes[0]),
+            space_digest=space_digest(spec, experiment.train_sizes),
             metric=spec.objectives if not single else "score",
             mode=spec.modes if not single else "max", sampler=sampler_class(seed=spec.search.seed),
-            study_name=experiment_name(spec, task), storage=optuna.storages.RDBStorage(spec.search.storage))
-        num_samples = spec.search.samples
+            study_name=experiment.name, storage=optuna.storages.RDBStorage(spec.search.storage)), spec.seeds)
+        num_samples = spec.search.samples * len(spec.seeds)
     scheduler = None
     rungs = {"max_t": spec.epochs, "grace_period": spec.scheduler.grace_period,
              "reduction_factor": spec.scheduler.reduction_factor}
     if spec.scheduler.name == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", **rungs)
+        scheduler = ResumableASHAScheduler(time_attr="training_iteration", **rungs)
     elif spec.scheduler.name == "mo_asha":
         scheduler = MOASHAScheduler(dict(zip(spec.objectives, spec.modes)), time_attr="training_iteration", **rungs)
     return tune.Tuner(
@@ -94,15 +133,19 @@ def build_tuner(spec: SweepSpec, task: str, launch: SweepLaunch) -> tune.Tuner:
                                     # one worker process runs trial after trial: no re-imports, warm memory caches
                                     reuse_actors=True),
         run_config=tune.RunConfig(
-            name=experiment_name(spec, task), storage_path=storage_root(spec),
-            callbacks=[TrialRecorder(launch, search if isinstance(search, NamedOptunaSearch) else None)],
+            name=experiment.name, storage_path=storage_root(spec),
+            callbacks=[TrialRecorder(launch, search if isinstance(search, SeedRepeater) else None)],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1), verbose=1))
 
 
 def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None = None,
               uri: str | None = None, resume: bool = False, pareto_dir: str | Path | None = None) -> dict:
-    """Run (or resume) every task's experiment; returns the Pareto summary per task."""
+    """Run (or resume) every experiment of the sweep; returns the Pareto summary per condition."""
+    if not resume and spec.search.algorithm != "grid" and (conflict := space_conflict(
+            spec.search.storage, {experiment.name: space_digest(spec, experiment.train_sizes)
+                                  for experiment in experiments(spec)})):
+        raise StudySpaceError(conflict)  # before Ray, MLflow or Optuna write anything
     uri = tracking_uri(uri or spec.tracking_uri)
     if os.environ.get("GLUE_DIR") and "glue_dir" not in spec.trial:
         spec.trial["glue_dir"] = os.environ["GLUE_DIR"]
@@ -123,17 +166,20 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
     launch = start_launch(uri, spec.name, spec_values, resume=resume)
     failed = True
     try:
-        for task in spec.tasks:
-            path = f"{storage_root(spec)}/{experiment_name(spec, task)}"
+        for experiment in experiments(spec):
+            path = f"{storage_root(spec)}/{experiment.name}"
             if resume and tune.Tuner.can_restore(path):
+                # Before the restored recorder continues any run: MLflow first catches up with Ray's storage.
+                print(reconcile(launch, path).line(experiment.name), flush=True)
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
             else:
-                tuner = build_tuner(spec, task, launch)
+                tuner = build_tuner(spec, experiment, launch)
             results = tuner.fit()
             if spec.search.algorithm != "grid":
-                fail_stale_trials(spec.search.storage, experiment_name(spec, task))
+                fail_stale_trials(spec.search.storage, experiment.name)
             if len(results) and results.num_errors == len(results):
-                raise SweepError(f"{task}: all {len(results)} trials failed; the first: {_cause(results.errors[0])}")
+                raise SweepError(f"{experiment.task}: all {len(results)} trials failed; the first: "
+                                 f"{_cause(results.errors[0])}")
         failed = False
     finally:
         launch.close(failed)

@@ -13,7 +13,9 @@ import logging
 import math
 from typing import Sequence
 
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+from .conditions import Condition, condition_of
 
 logger = logging.getLogger(__name__)
 
@@ -21,18 +23,29 @@ Point = tuple[float, ...]  # objective values, every one to be minimised
 
 
 def non_dominated_ranks(points: Sequence[Point]) -> list[int]:
-    """Front index of every point (0 = not dominated by any other); equal points share a front."""
+    """Front index of every point (0 = not dominated by any other); equal points share a front.
+
+    A point with a NaN or infinite objective (a diverged trial) is in one last front, after every
+    finite point: NaN compares false with everything, so it would otherwise never be dominated.
+    """
     def dominates(a: Point, b: Point) -> bool:
         return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
-    ranks, remaining, front = [0] * len(points), set(range(len(points))), 0
+    diverged = {i for i, point in enumerate(points) if not _finite_point(point)}
+    ranks, remaining, front = [0] * len(points), set(range(len(points))) - diverged, 0
     while remaining:
         current = {i for i in remaining if not any(dominates(points[j], points[i]) for j in remaining)}
         for i in current:
             ranks[i] = front
         remaining -= current
         front += 1
+    for i in diverged:
+        ranks[i] = front
     return ranks
+
+
+def _finite_point(point: Point) -> bool:
+    return all(math.isfinite(value) for value in point)
 
 
 def crowding_distances(points: Sequence[Point]) -> list[float]:
@@ -53,11 +66,12 @@ def crowding_distances(points: Sequence[Point]) -> list[float]:
 
 def promoted(points: Sequence[Point], reduction_factor: int) -> list[bool]:
     """Which of the points (in arrival order) are in the top ceil(n / reduction_factor): ordered by
-    front, then larger crowding distance within the front, then earlier arrival."""
+    front, then larger crowding distance within the front, then earlier arrival (diverged points: last,
+    by arrival)."""
     ranks = non_dominated_ranks(points)
     crowding = [0.0] * len(points)
     for front in set(ranks):
-        members = [i for i in range(len(points)) if ranks[i] == front]
+        members = [i for i in range(len(points)) if ranks[i] == front and _finite_point(points[i])]
         for i, distance in zip(members, crowding_distances([points[i] for i in members])):
             crowding[i] = distance
     order = sorted(range(len(points)), key=lambda i: (ranks[i], -crowding[i], i))
@@ -67,8 +81,9 @@ def promoted(points: Sequence[Point], reduction_factor: int) -> list[bool]:
 
 class MOASHAScheduler(FIFOScheduler):
     """Stops a trial at a rung (time_attr = grace_period * reduction_factor**k < max_t) unless it ranks in
-    the top 1/reduction_factor of every trial that reached that rung so far (asynchronous: a trial is
-    judged against those that came before it, never waits for the rest).
+    the top 1/reduction_factor of every trial of its condition (task, training-set size, model: from
+    the result) that reached that rung so far (asynchronous: a trial is judged against those that came
+    before it, never waits for the rest). A 50k-example trial never stops a 2k one.
 
     `objectives` maps result keys to "max" or "min". `decisions` lists every judgement made, and each
     one is logged.
@@ -84,6 +99,7 @@ class MOASHAScheduler(FIFOScheduler):
             self.rungs.append(milestone)
             milestone *= reduction_factor
         self.recorded: dict[int, dict[str, Point]] = {rung: {} for rung in self.rungs}  # rung -> trial id -> point
+        self.conditions: dict[str, Condition] = {}  # trial id -> its condition
         self.decisions: list[dict] = []
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
@@ -100,17 +116,21 @@ class MOASHAScheduler(FIFOScheduler):
             rung = result.get(self.time_attr)
             if rung in self.recorded and all(key in result for key in self.objectives):
                 self.recorded[rung].setdefault(trial.trial_id, self.point(result))
+                self.conditions.setdefault(trial.trial_id, condition_of(result))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         rung = result.get(self.time_attr)
         if rung not in self.recorded or trial.trial_id in self.recorded[rung]:
             return TrialScheduler.CONTINUE
+        self.conditions.setdefault(trial.trial_id, condition_of(result))
         return self.judge(trial.trial_id, rung, self.point(result))
 
     def judge(self, trial_id: str, rung: int, point: Point) -> str:
-        """Record a trial's point at a rung and decide whether it goes on."""
-        at_rung = self.recorded[rung]
-        at_rung[trial_id] = point
+        """Record a trial's point at a rung and decide whether it goes on, among the trials of its condition."""
+        self.recorded[rung][trial_id] = point
+        mine = self.conditions.get(trial_id)
+        at_rung = {other: value for other, value in self.recorded[rung].items()
+                   if self.conditions.get(other) == mine}
         keep = promoted(list(at_rung.values()), self.reduction_factor)[-1]
         decision = TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
         self.decisions.append({"trial_id": trial_id, "rung": rung, "point": point, "reached": len(at_rung),
@@ -120,6 +140,20 @@ class MOASHAScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "MO-ASHA rungs " + ", ".join(f"{rung}: {len(self.recorded[rung])}" for rung in self.rungs)
+
+
+class ResumableASHAScheduler(ASHAScheduler):
+    """Ray's ASHA (`scheduler: asha`), whose rungs survive a resume: Ray restores the scheduler as it was
+    pickled when the sweep started, with empty rungs, so each re-added trial's stored results are
+    replayed into its bracket as they first arrived (the same cut-offs, the same values recorded)."""
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        bracket = self._trial_info[trial.trial_id]
+        for result in _stored_results(trial):
+            if isinstance(result.get(self._time_attr), (int, float)) and \
+                    isinstance(result.get(self._metric), (int, float)):
+                bracket.on_result(trial, result[self._time_attr], self._metric_op * result[self._metric])
 
 
 def _stored_results(trial) -> list[dict]:

@@ -17,16 +17,20 @@ class DefineByRun:
     svd_lora/rank), so branches never share a distribution. A call returns the complete flat trial
     config, which Ray merges into the trial's config beside Optuna's nested parameters. (A class,
     not a closure, so Ray can checkpoint the searcher.)
+
+    The training-set size is the space's fixed condition (one study per task and size), and the seed is
+    not in it at all: `SeedRepeater` runs every suggested configuration once per seed. Optuna never
+    sees either, so TPE cannot fit seed noise or drift to the largest training set.
     """
 
     spec: SweepSpec
     task: str
+    train_size: int | None
 
     def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         config = self.spec.base_config(self.task)
         config["method"] = method = _sample(trial, "method", list(self.spec.methods))
-        config["train_size"] = _sample(trial, "train_size", self.spec.train_sizes)
-        config["seed"] = _sample(trial, "seed", self.spec.seeds)
+        config["train_size"] = self.train_size
         space = dict(self.spec.methods[method])
         variants = space.pop(VARIANTS, [{}])
         labels = [",".join(f"{key}={value}" for key, value in variant.items()) for variant in variants]

@@ -34,7 +34,9 @@ def _fail(path: str, message: str) -> None:
 @dataclass
 class Search:
     algorithm: str = "grid"  # grid: every combination; optuna: TPE; random: Optuna's random sampler
-    samples: int = 1  # optuna/random: trials per task (a grid runs each configuration once per seed)
+    # optuna/random: configurations per task and training size, each run once per seed (samples x seeds
+    # trials); a grid runs each configuration once per seed
+    samples: int = 1
     concurrency: int = 1
     seed: int = 0
     storage: str = "sqlite:///optuna.db"  # Optuna RDB: optuna-dashboard opens it, a sweep resumes from it

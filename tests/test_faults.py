@@ -128,7 +128,8 @@ def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, tiny_model
     assert optuna.trial.TrialState.RUNNING not in states
     complete = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4
-    assert {trial.user_attrs["mlflow_run_id"] for trial in complete} == {run.info.run_id for run in trials}
+    assert {run_id for trial in complete for run_id in trial.user_attrs["mlflow_run_ids"]} == {
+        run.info.run_id for run in trials}
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.FAIL:
             assert "interrupted launch" in trial.user_attrs["failure_reason"]

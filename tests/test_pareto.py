@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from sweeps import pareto
+from sweeps.conditions import size_text
 from sweeps.pareto import export_pareto, hypervolume, pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -129,6 +130,7 @@ TASK_SCORES = {"rte": (0.5, 0.8), "mrpc": (0.7, 0.9), "cola": (-0.4, 0.6)}
 METHOD_DECADES = {"qrlora": (3, 5), "lora": (4, 6), "bitfit": (5, 6)}
 COUNTS = ("adapter_params", "trainable_params", "total_params")
 KEY_PARAMS = ("tau", "rank_rule", "rank", "layers", "matrices", "train_size", "lr")
+SIZES = ("1000", "None")  # a subset and the whole train set: two conditions, so two fronts per task
 HEAD_PARAMS = 1538
 TOTAL_PARAMS = 125_000_000
 Store = tuple[str, MlflowClient, Path]  # tracking URI, client, folder for the database and artifacts
@@ -174,7 +176,7 @@ def random_trial(rng: random.Random, task: str) -> dict:
     # More parameters help a little on average, as in a real sweep.
     score = low + (high - low) * (0.1 * (log_adapter_params - 3) + rng.uniform(0, 0.7))
     params = {"task": task, "method": method, "lr": rng.choice(["1e-4", "3e-4"]), "seed": 0}
-    params["train_size"] = rng.choice(["1000", "full"])
+    params["train_size"] = rng.choice(SIZES)
     if method == "qrlora":
         params |= {"tau": rng.choice(["0.5", "0.8"]), "rank_rule": "energy", "layers": "last4"}
     if method == "lora":
@@ -226,13 +228,18 @@ def make_sweep(
     return {"newest": newest, "oldest": oldest, "finished": finished, "unfinished": unfinished}
 
 
-def expected_front_ids(runs: list[dict], x: str = "trainable_params") -> list[list[str]]:
-    """Run ids on the brute-force front: one sorted list per task, tasks sorted."""
-    expected = []
-    for task in sorted({run["task"] for run in runs}):
-        task_runs = [run for run in runs if run["task"] == task]
-        scores, costs = [run["score"] for run in task_runs], [run[x] for run in task_runs]
-        expected.append(sorted(task_runs[i]["run_id"] for i in brute_force_front(scores, costs)))
+def condition(run: dict) -> tuple[str, str]:
+    """A trial's (task, train size label): a front holds one task at one training size."""
+    return run["task"], size_text(run["params"].get("train_size"))
+
+
+def expected_front_ids(runs: list[dict], x: str = "trainable_params") -> dict[tuple[str, str], list[str]]:
+    """Run ids on the brute-force front of each condition (task, train size), sorted."""
+    expected = {}
+    for key in {condition(run) for run in runs}:
+        condition_runs = [run for run in runs if condition(run) == key]
+        scores, costs = [run["score"] for run in condition_runs], [run[x] for run in condition_runs]
+        expected[key] = sorted(condition_runs[i]["run_id"] for i in brute_force_front(scores, costs))
     return expected
 
 
@@ -241,9 +248,10 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def csv_ids_by_task(rows: list[dict]) -> list[list[str]]:
-    tasks = sorted({row["task"] for row in rows})
-    return [sorted(row["run_id"] for row in rows if row["task"] == task) for task in tasks]
+def csv_ids_by_condition(rows: list[dict]) -> dict[tuple[str, str], list[str]]:
+    keys = {(row["task"], size_text(row["train_size"])) for row in rows}
+    return {key: sorted(row["run_id"] for row in rows if (row["task"], size_text(row["train_size"])) == key)
+            for key in keys}
 
 
 def pareto_tag(client: MlflowClient, run_id: str) -> str | None:
@@ -262,8 +270,11 @@ def exported(store: Store, tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_csv_rows_equal_brute_force_front(exported: dict) -> None:
     rows = read_csv(exported["out_dir"] / "pareto.csv")
     assert list(rows[0]) == list(pareto.CSV_COLUMNS)
-    assert csv_ids_by_task(rows) == expected_front_ids(exported["finished"])
-    assert [row["task"] for row in rows] == sorted(row["task"] for row in rows)
+    assert csv_ids_by_condition(rows) == expected_front_ids(exported["finished"])
+    assert len(expected_front_ids(exported["finished"])) == 6  # 3 tasks x 2 train sizes: 6 fronts
+    # fronts in order: task, then training size (the whole set last)
+    assert [(row["task"], row["train_size"]) for row in rows] == sorted(
+        ((row["task"], row["train_size"]) for row in rows), key=lambda key: (key[0], key[1] == "None"))
     truth = {run["run_id"]: run for run in exported["finished"]}
     for row in rows:
         run = truth[row["run_id"]]
@@ -282,10 +293,12 @@ def test_json_agrees_with_csv_and_runs(exported: dict) -> None:
     assert saved == exported["summary"]
     assert saved["parent_run_id"] == exported["newest"]
     csv_ids = [row["run_id"] for row in read_csv(exported["out_dir"] / "pareto.csv")]
-    fronts = [saved["tasks"][task]["front"] for task in sorted(saved["tasks"])]
-    assert csv_ids == [member["run_id"] for front in fronts for member in front]
-    for task, task_summary in saved["tasks"].items():
-        runs = [run for run in exported["finished"] if run["task"] == task]
+    assert csv_ids == [member["run_id"] for front in saved["fronts"].values() for member in front["front"]]
+    assert sorted(saved["fronts"]) == sorted(f"{task}/{size}" for task, size in expected_front_ids(exported["finished"]))
+    for name, task_summary in saved["fronts"].items():
+        task = task_summary["task"]
+        assert name == f"{task}/{task_summary['train_size']}"
+        runs = [run for run in exported["finished"] if condition(run) == (task, task_summary["train_size"])]
         scores, costs = [run["score"] for run in runs], [run["trainable_params"] for run in runs]
         # Fixed per task and model: the lowest score the metric allows, one decade beyond full fine-tuning.
         ref_score, ref_cost = (-1.0 if task in ("cola", "stsb") else 0.0), 10.0 * TOTAL_PARAMS
@@ -295,7 +308,7 @@ def test_json_agrees_with_csv_and_runs(exported: dict) -> None:
         assert task_summary["hypervolume"] == pytest.approx(expected_area)
         front_costs = [member["trainable_params"] for member in task_summary["front"]]
         assert front_costs == sorted(front_costs)
-    assert saved["tasks"]["cola"]["reference"]["score"] == -1.0  # MCC ranges over [-1, 1]
+    assert saved["fronts"]["cola/1000"]["reference"]["score"] == -1.0  # MCC ranges over [-1, 1]
 
 
 def test_hypervolume_does_not_depend_on_runs_off_the_front(store: Store, tmp_path) -> None:
@@ -310,9 +323,9 @@ def test_hypervolume_does_not_depend_on_runs_off_the_front(store: Store, tmp_pat
                                                          "total_params": TOTAL_PARAMS + (0 if method == "full" else count),
                                                          "params": {}}, "FINISHED")
                for method, score, count in points]
-    before = export_pareto("fixed-ref", tmp_path / "before", tracking_uri=uri)["tasks"]["sst2"]
+    before = export_pareto("fixed-ref", tmp_path / "before", tracking_uri=uri)["fronts"]["sst2/all"]
     client.set_terminated(run_ids[2], "FAILED")
-    after = export_pareto("fixed-ref", tmp_path / "after", tracking_uri=uri)["tasks"]["sst2"]
+    after = export_pareto("fixed-ref", tmp_path / "after", tracking_uri=uri)["fronts"]["sst2/all"]
     assert (before["n_runs"], after["n_runs"]) == (3, 2)
     assert before["reference"] == after["reference"] == {"score": 0.0, "trainable_params": 10.0 * TOTAL_PARAMS}
     assert after["hypervolume"] == before["hypervolume"] == pytest.approx(
@@ -329,7 +342,7 @@ def test_png_is_valid(exported: dict) -> None:
 
 def test_trials_are_tagged(exported: dict, store: Store) -> None:
     _, client, _ = store
-    on_front = {run_id for ids in expected_front_ids(exported["finished"]) for run_id in ids}
+    on_front = {run_id for ids in expected_front_ids(exported["finished"]).values() for run_id in ids}
     for run in exported["finished"]:
         expected = "true" if run["run_id"] in on_front else "false"
         assert pareto_tag(client, run["run_id"]) == expected
@@ -356,10 +369,11 @@ def test_task_filter_and_adapter_axis(
     monkeypatch.setattr(pareto, "SEARCH_PAGE_SIZE", 4)  # many result pages from the real store
     summary = export_pareto("glue-sweep-filter", tmp_path, uri, task="mrpc", x="adapter_params")
     mrpc_runs = [run for run in sweep["finished"] if run["task"] == "mrpc"]
-    assert list(summary["tasks"]) == ["mrpc"]
-    assert summary["tasks"]["mrpc"]["n_runs"] == len(mrpc_runs)
-    [expected_ids] = expected_front_ids(mrpc_runs, "adapter_params")
-    assert csv_ids_by_task(read_csv(tmp_path / "pareto.csv")) == [expected_ids]
+    fronts = expected_front_ids(mrpc_runs, "adapter_params")
+    assert list(summary["fronts"]) == [f"mrpc/{size}" for _, size in sorted(fronts, key=lambda key: key[1] == "all")]
+    assert sum(front["n_runs"] for front in summary["fronts"].values()) == len(mrpc_runs)
+    assert csv_ids_by_condition(read_csv(tmp_path / "pareto.csv")) == fronts
+    expected_ids = {run_id for ids in fronts.values() for run_id in ids}
     for run in sweep["finished"]:
         on_front = "true" if run["run_id"] in expected_ids else "false"
         assert pareto_tag(client, run["run_id"]) == (on_front if run["task"] == "mrpc" else None)
@@ -408,7 +422,7 @@ def test_best_score_metric_ranks_by_the_best_epoch(store: Store, tmp_path: Path)
         best.append({**run, "score": best_score})
     summary = export_pareto("glue-sweep-best", tmp_path, uri, metric="best_score")
     assert summary["metric"] == "best_score"
-    assert csv_ids_by_task(read_csv(tmp_path / "pareto.csv")) == expected_front_ids(best)
+    assert csv_ids_by_condition(read_csv(tmp_path / "pareto.csv")) == expected_front_ids(best)
     with pytest.raises(ValueError, match=r"^--metric: unknown 'top'; choose one of score, best_score$"):
         export_pareto("glue-sweep-best", tmp_path / "bad", uri, metric="top")
     make_sweep(client, root, "glue-sweep-no-best", ("rte",), trials_per_task=2)

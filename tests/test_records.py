@@ -1,5 +1,6 @@
 """Trial records a researcher can trust and reuse: head learning rate, warm-up baseline, best epoch,
 seeding independent of the warm-up cache, and kept adapters exported and reloaded with PEFT."""
+import math
 import os
 from pathlib import Path
 
@@ -69,6 +70,19 @@ def test_best_epoch_keeps_the_earlier_of_tied_scores():
                        {"best_score": 0.7, "best_epoch": 2}, {"best_score": 0.7, "best_epoch": 2}]
 
 
+def test_a_non_finite_score_never_becomes_the_best():
+    """A diverged epoch (NaN or inf score) never beats a finite one; until a finite score arrives the
+    latest epoch stands in with its score as measured (so keep: best keeps the last adapter)."""
+    nan, inf = math.nan, math.inf
+    best, history = None, []
+    for epoch, score in enumerate([nan, nan, 0.4, nan, inf, 0.3, 0.5], start=1):
+        best = best_epoch(best, epoch, score)
+        history.append((best["best_epoch"], best["best_score"]))
+    assert history[0][0] == 1 and math.isnan(history[0][1])
+    assert history[1][0] == 2 and math.isnan(history[1][1])  # today: stuck at epoch 1
+    assert history[2:] == [(3, 0.4), (3, 0.4), (3, 0.4), (3, 0.4), (7, 0.5)]
+
+
 def plain_accuracy(model, tokenizer, max_length: int, glue_dir) -> float:
     """SST-2 dev accuracy with a loop of its own: no trial code, no prefix cache."""
     dev = load_split("sst2", "validation", str(glue_dir))
@@ -103,12 +117,13 @@ def test_warmup_baseline_is_the_checkpoints_own_score_and_a_hit_does_not_evaluat
     # The hit reads the stored metrics: the evaluation is never called.
     config = TrialConfig(method="qrlora", **shared)
     tokenizer = load_tokenizer(tiny_model_dir)
-    train_data, _ = prepare_data(config, tokenizer)
+    train_data, eval_data = prepare_data(config, tokenizer)
 
     def evaluate():
         raise AssertionError("a cache hit evaluated the warm-up checkpoint again")
 
-    warmup = warmed_up(load_model(tiny_model_dir, 2, 0), config, train_data, lambda: None, evaluate)
+    warmup = warmed_up(load_model(tiny_model_dir, 2, 0), config, train_data, lambda: None, evaluate,
+                       dev_data=eval_data, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     assert warmup.hit and warmup.metrics == {"accuracy": first["warmup/accuracy"], "score": first["warmup/score"]}
 
 
@@ -213,7 +228,7 @@ def test_full_finetuning_with_log_full_model_exports_its_model(kept, glue_dir, t
 
 def test_pareto_files_name_each_front_members_run_and_adapter(kept):
     _, _, runs, summary = kept
-    for row in summary["tasks"]["sst2"]["front"]:
+    for row in summary["fronts"]["sst2/64"]["front"]:
         assert row["adapter_uri"] == f"runs:/{row['run_id']}/{'model' if row['method'] == 'full' else 'peft'}"
 
 

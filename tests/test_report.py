@@ -1,5 +1,6 @@
 """`qrlora-sweep report` and `pareto --aggregate seeds`: every cell against a direct computation."""
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -34,8 +35,11 @@ def log_run(client, experiment, parent, method, value, seed, task, metrics, warm
             start=None) -> str:
     params = {"task": task, "method": method, "seed": seed, "lr": "0.1", "train_size": "2000",
               ("tau" if method == "qrlora" else "rank"): value}
+    # Every method of one seed and task warm-starts from the same checkpoint, as trials record it.
+    warmup_tag = {"warmup_key": f"warmup-seed{seed}-{task}"} if warm else {}
     run_id = client.create_run(experiment, start_time=start, tags={
-        "qrlora.role": "trial", "task": task, "method": method, "mlflow.parentRunId": parent}).info.run_id
+        "qrlora.role": "trial", "task": task, "method": method, "mlflow.parentRunId": parent,
+        **warmup_tag}).info.run_id
     values = dict(zip(METRIC_NAMES[task], metrics)) | {"score": statistics.fmean(metrics),
                                                         "adapter_params": COUNTS[(method, value)],
                                                         "trainable_params": COUNTS[(method, value)] + 770}
@@ -148,7 +152,7 @@ def test_seed_aggregated_front_is_the_brute_force_front_of_configuration_means(s
                        COUNTS[key] + 770) for key in CONFIGS}
         front = {key for key, (score, cost) in means.items()
                  if not any(s >= score and c <= cost and (s, c) != (score, cost) for s, c in means.values())}
-        rows = summary["tasks"][task]["front"]
+        rows = summary["fronts"][f"{task}/2000"]["front"]
         assert {(row["method"], row["tau"] or row["rank"]) for row in rows} == front
         for row in rows:
             key = (row["method"], row["tau"] or row["rank"])
@@ -211,3 +215,210 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
     assert all(row["SST-2 n"] == "2" for row in rows)
     for path in files - {"table.md", "table.tex", "table.csv"}:
         assert (tmp_path / "report" / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# (method, tau or rank) -> seed -> (sst2 [accuracy], mrpc [accuracy, f1], stopped at rung 1 or not)
+STOPS = {("qrlora", "0.5"): {0: ([0.80], [0.60, 0.70], False), 1: ([0.82], [0.62, 0.72], False),
+                             2: ([0.50], [0.30, 0.40], True)},
+         ("lora", "2"): {0: ([0.8104], [0.64, 0.74], False)}}  # one seed; SST-2 prints 81.0 like qrlora's 0.81
+
+
+@pytest.fixture(scope="module")
+def stops(store):
+    """A warm-started sweep in which asha stopped qrlora's seed 2 at rung 1 and lora ran one seed: the
+    warm-up checkpoint (seeds 0-1: MRPC 69.0 / 79.0) beats both methods on MRPC."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("stops", artifact_location=(root / "stops").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    ids = {}
+    for (method, value), seeds in STOPS.items():
+        for seed, (sst2, mrpc, stopped) in seeds.items():
+            for task, metrics in (("sst2", sst2), ("mrpc", mrpc)):
+                ids[(method, seed, task)] = run_id = log_run(client, experiment, parent, method, value, seed, task,
+                                                             metrics, True)
+                client.set_tag(run_id, "warmup_key", f"{task}-seed{seed}")  # one warm-up checkpoint per seed
+                if stopped:
+                    client.set_tag(run_id, "stopped_at_rung", "1")
+    return uri, client, ids
+
+
+def markdown_body(path: Path) -> tuple[str, list[str], list[list[str]]]:
+    """table.md as (caption, header, rows of cells)."""
+    lines = path.read_text().splitlines()
+    split = lambda line: [text.strip() for text in line.strip("|").split("|")]  # noqa: E731
+    return lines[0], split(lines[2]), [split(line) for line in lines[4:]]
+
+
+def test_report_leaves_early_stopped_trials_out_and_says_so(stops, tmp_path, capsys):
+    uri, client, ids = stops
+    from sweeps.cli import main
+
+    assert main(["report", "--experiment", "stops", "--out", str(tmp_path / "out"), "--tracking-uri", uri]) == 0
+    printed = capsys.readouterr().out
+    caption, header, body = markdown_body(tmp_path / "out" / "table.md")
+    assert "2 trials stopped early (asha/mo_asha) left out; --include-stopped puts them back." in caption
+    assert caption in printed  # the CLI prints the table with its caption
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "out" / "table.csv"))}
+    assert (rows["qrlora"]["SST-2 n"], float(rows["qrlora"]["SST-2 mean"])) == ("2", pytest.approx(0.81))
+    assert set(rows["qrlora"]["SST-2 run_ids"].split(";")) == {ids[("qrlora", 0, "sst2")], ids[("qrlora", 1, "sst2")]}
+    assert rows["qrlora"]["early_stopped"] == "0"
+    assert rows["warm-up checkpoint"]["SST-2 n"] == "2"
+
+    written = write_report("stops", tmp_path / "all", uri, include_stopped=True)
+    assert (written["stopped_left_out"], written["stopped_included"]) == (0, 2)
+    caption, header, body = markdown_body(tmp_path / "all" / "table.md")
+    assert "left out" not in caption and "2 trials stopped early (asha/mo_asha) included" in caption
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "all" / "table.csv"))}
+    assert (rows["qrlora"]["SST-2 n"], float(rows["qrlora"]["SST-2 mean"])) == (
+        "3", pytest.approx(statistics.fmean([0.80, 0.82, 0.50])))
+    assert (rows["qrlora"]["early_stopped"], rows["lora"]["early_stopped"]) == ("2", "0")
+    assert [row[header.index("method")] for row in body][:2] == ["lora", "qrlora †"]
+    assert "qrlora \\dag{}" in (tmp_path / "all" / "table.tex").read_text()
+    # fronts.png draws the configuration with stopped trials as an X, the others as circles
+    from sweeps.pareto import TRIAL_FILTER, search_all_runs
+    from sweeps.report import build_table, fronts_figure
+
+    experiment = client.get_experiment_by_name("stops").experiment_id
+    table = build_table(client, search_all_runs(client, experiment, TRIAL_FILTER), "score")
+    for ax in fronts_figure(table).axes[:2]:
+        markers = {line.get_label(): line.get_marker() for line in ax.lines if not line.get_label().startswith("_")}
+        assert markers == {"lora": "o", "qrlora (2 stopped early)": "X"}
+
+
+def test_one_seed_has_no_std_and_no_error_bar(stops, tmp_path):
+    uri, client, _ = stops
+    write_report("stops", tmp_path, uri)
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "table.csv"))}
+    assert (rows["lora"]["SST-2 n"], rows["lora"]["SST-2 std"]) == ("1", "")  # not 0.0: nothing was measured
+    assert float(rows["qrlora"]["SST-2 std"]) == pytest.approx(statistics.stdev([0.80, 0.82]))
+    _, header, body = markdown_body(tmp_path / "table.md")
+    lora = next(row for row in body if row[header.index("method")] == "lora")
+    assert lora[header.index("MRPC acc")] == "64.0 (1)"
+    from matplotlib.container import ErrorbarContainer
+
+    from sweeps.pareto import TRIAL_FILTER, search_all_runs
+    from sweeps.report import build_table, fronts_figure
+
+    experiment = client.get_experiment_by_name("stops").experiment_id
+    runs = [run for run in search_all_runs(client, experiment, TRIAL_FILTER) if "stopped_at_rung" not in run.data.tags]
+    for ax in fronts_figure(build_table(client, runs, "score")).axes[:2]:
+        bars = [container for container in ax.containers if isinstance(container, ErrorbarContainer)]
+        segments = [segment for container in bars for collection in container[2] for segment in collection.get_segments()]
+        # one bar: qrlora's two seeds; lora's single seed gets none (not a zero-length one)
+        assert len(segments) == 1
+        [[(x, low), (_, high)]] = segments
+        assert x == COUNTS[("qrlora", "0.5")] + 770 and high - low > 0
+
+
+def test_bold_goes_to_every_mean_that_prints_as_the_best_warmup_included(stops, tmp_path):
+    uri, *_ = stops
+    write_report("stops", tmp_path, uri)
+    caption, header, body = markdown_body(tmp_path / "table.md")
+    assert "Bold: every mean that prints the same as its column's best, the warm-up checkpoint included; " \
+           "equal at the printed precision, not a significance test." in caption
+    by_method = {row[header.index("method")]: row for row in body}
+    # SST-2: lora 81.04 (one seed) and qrlora 81.0 (two) print alike: both bold
+    assert by_method["lora"][header.index("SST-2")] == "**81.0** (1)"
+    assert by_method["qrlora"][header.index("SST-2")] == f"**81.0** ± {100 * statistics.stdev([0.80, 0.82]):.1f} (2)"
+    assert not by_method["warm-up checkpoint"][header.index("SST-2")].startswith("**")
+    # MRPC: the warm-up checkpoint (69.0 / 79.0) beats both adapters, and is bold
+    assert by_method["warm-up checkpoint"][header.index("MRPC acc")] == "**69.0** ± 1.4 (2)"
+    assert by_method["warm-up checkpoint"][header.index("MRPC F1")] == "**79.0** ± 1.4 (2)"
+    assert not any(by_method[method][header.index("MRPC acc")].startswith("**") for method in ("lora", "qrlora"))
+
+
+def test_seed_fronts_leave_early_stopped_trials_out_mark_them_when_in_and_leave_one_seed_std_empty(
+        stops, tmp_path, capsys):
+    uri, client, ids = stops
+    from matplotlib.markers import MarkerStyle
+
+    from sweeps import pareto
+    from sweeps.cli import main
+
+    assert main(["pareto", "--experiment", "stops", "--aggregate", "seeds", "--task", "sst2", "--out",
+                 str(tmp_path / "out"), "--tracking-uri", uri]) == 0
+    assert ("left out of the seed means: 2 trial(s) stopped early (asha/mo_asha); --include-stopped puts them back"
+            in capsys.readouterr().out)
+    saved = json.loads((tmp_path / "out" / "pareto.json").read_text())
+    assert saved["stopped_left_out"] == 2
+    front = {row["method"]: row for row in saved["fronts"]["sst2/2000"]["front"]}
+    assert (front["qrlora"]["n"], front["qrlora"]["score"], front["qrlora"]["stopped_at_rung"]) == (
+        2, pytest.approx(0.81), None)
+    assert set(front["qrlora"]["run_ids"].split(";")) == {ids[("qrlora", 0, "sst2")], ids[("qrlora", 1, "sst2")]}
+    assert (front["lora"]["n"], front["lora"]["score_std"]) == (1, None)  # JSON null, not 0.0
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "out" / "pareto.csv"))}
+    assert (rows["lora"]["score_std"], rows["lora"]["stopped_at_rung"], rows["qrlora"]["stopped_at_rung"]) == ("", "", "")
+    assert float(rows["qrlora"]["score_std"]) == pytest.approx(statistics.stdev([0.80, 0.82]))
+
+    summary = export_pareto("stops", tmp_path / "all", uri, task="sst2", aggregate="seeds", include_stopped=True)
+    assert summary["stopped_left_out"] == 0
+    front = {row["method"]: row for row in summary["fronts"]["sst2/2000"]["front"]}
+    assert (front["qrlora"]["n"], front["qrlora"]["score"], front["qrlora"]["stopped_at_rung"]) == (
+        3, pytest.approx(statistics.fmean([0.80, 0.82, 0.50])), "1")
+    rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "all" / "pareto.csv"))}
+    assert (rows["qrlora"]["stopped_at_rung"], rows["lora"]["stopped_at_rung"]) == ("1", "")
+    # pareto.png: the point with a stopped trial is an X, the full-budget one a circle
+    figure = pareto._plot(tmp_path / "again.png", summary, {"sst2/2000": summary["fronts"]["sst2/2000"]["front"]})
+
+    def marker_path(marker: str):
+        style = MarkerStyle(marker)
+        return style.get_path().transformed(style.get_transform()).vertices.tolist()
+
+    drawn = [(collection.get_paths()[0].vertices.tolist(), collection.get_offsets().tolist())
+             for collection in figure.axes[0].collections]
+    cross = [offsets for path, offsets in drawn if path == marker_path("X")]
+    circle = [offsets for path, offsets in drawn if path == marker_path("o")]
+    qrlora, lora = [COUNTS[(method, value)] + 770 for method, value in STOPS]
+    assert cross == [[[qrlora, pytest.approx(front["qrlora"]["score"])]]] * 2  # all runs, then the front on top
+    assert circle == [[[lora, pytest.approx(0.8104)]]] * 2
+    assert "stopped early (asha/mo_asha)" in [text.get_text() for text in figure.legends[0].get_texts()]
+
+
+def log_trial(client, experiment, parent, params: dict, accuracy: float, warmup_key: str | None = None,
+              warmup_accuracy: float | None = None) -> str:
+    """One FINISHED SST-2 trial run with the given params (and its warm-up checkpoint's key and score)."""
+    tags = {"qrlora.role": "trial", "task": "sst2", "method": params["method"], "mlflow.parentRunId": parent}
+    run_id = client.create_run(experiment, tags=tags | ({"warmup_key": warmup_key} if warmup_key else {})).info.run_id
+    values = {"accuracy": accuracy, "score": accuracy, "adapter_params": 600, "trainable_params": 1370}
+    if warmup_accuracy is not None:
+        values |= {"warmup/accuracy": warmup_accuracy, "warmup/score": warmup_accuracy}
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 1) for k, v in values.items()],
+                     params=[Param(k, str(v)) for k, v in {"task": "sst2", **params}.items()])
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def test_warmup_rows_are_the_checkpoints_the_runs_name(store, tmp_path):
+    """Two weight decays warm up two checkpoints per seed (the key holds weight_decay); two taus on one
+    checkpoint share it. One warm-up row per weight decay, each the mean over its seeds' checkpoints."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("warm-keys", artifact_location=(root / "warm-keys").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    warm = {"0.0": {0: 0.70, 1: 0.72}, "0.01": {0: 0.60, 1: 0.66}}
+    for decay, seeds in warm.items():
+        for seed, warm_accuracy in seeds.items():
+            for tau in ("0.3", "0.5"):
+                params = {"method": "qrlora", "seed": seed, "tau": tau, "weight_decay": decay, "lr": "0.1"}
+                log_trial(client, experiment, parent, params, 0.8 + 0.01 * seed, f"key-{decay}-{seed}", warm_accuracy)
+    write_report("warm-keys", tmp_path, uri)
+    rows = [row for row in csv.DictReader(open(tmp_path / "table.csv")) if row["row"] == "warm-up"]
+    assert {row["weight_decay"]: (float(row["SST-2 mean"]), row["SST-2 n"], row["tau"]) for row in rows} == {
+        decay: (pytest.approx(statistics.fmean(seeds.values())), "2", "-") for decay, seeds in warm.items()}
+
+
+def test_the_prefix_cache_splits_configurations_and_the_other_caches_do_not(store, tmp_path):
+    """No dropout below the prefix layer changes results; the basis and warm-up caches change none."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("caches", artifact_location=(root / "caches").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    runs = [("basis,warmup,prefix", 0, 0.80), ("warmup,prefix", 1, 0.84),  # prefix on
+            ("basis,warmup", 0, 0.70), ("none", 1, 0.76)]  # prefix off
+    for caches, seed, accuracy in runs:
+        log_trial(client, experiment, parent, {"method": "qrlora", "seed": seed, "tau": "0.5", "caches": caches},
+                  accuracy)
+    write_report("caches", tmp_path, uri)
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    assert {row["prefix_cache"]: (float(row["SST-2 mean"]), row["SST-2 n"]) for row in rows} == {
+        "on": (pytest.approx(0.82), "2"), "off": (pytest.approx(0.73), "2")}
+    assert "caches" not in rows[0]

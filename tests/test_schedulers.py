@@ -4,7 +4,7 @@ import math
 import pytest
 from ray.tune.schedulers import TrialScheduler
 
-from sweeps.schedulers import MOASHAScheduler, crowding_distances, non_dominated_ranks
+from sweeps.schedulers import MOASHAScheduler, crowding_distances, non_dominated_ranks, promoted
 from sweeps.spec import parse_spec
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -63,6 +63,24 @@ def test_a_trial_is_judged_once_per_rung_and_only_at_rungs():
     assert [(d["trial_id"], d["rung"]) for d in mo.decisions] == [("A", 1), ("B", 1), ("B", 2), ("A", 2)]
 
 
+def test_a_trial_is_judged_only_against_trials_of_its_condition():
+    """A 50k-example trial scores higher for having more data, not a better configuration: it must not stop
+    a 2k-example one. The condition (task, train_size, model) comes from the result."""
+    mo = scheduler()
+    large = {"task": "sst2", "train_size": 50000, "model": "minilm"}
+    small = {**large, "train_size": 2000}
+
+    def report(trial_id: str, score: float, params: int, condition: dict) -> str:
+        result = {"training_iteration": 1, "score": score, "trainable_params": params, **condition}
+        return mo.on_trial_result(None, FakeTrial(trial_id), result)
+
+    assert report("A", 0.90, 100, large) == GO
+    assert report("B", 0.70, 200, small) == GO  # dominated by A, but alone in its condition
+    assert report("C", 0.60, 300, small) == STOP  # dominated by B, of its own condition
+    assert report("D", 0.80, 150, large) == STOP  # dominated by A
+    assert [(d["trial_id"], d["reached"]) for d in mo.decisions] == [("A", 1), ("B", 1), ("C", 2), ("D", 2)]
+
+
 def brute_force_ranks(points):
     ranks = {}
     remaining = list(range(len(points)))
@@ -84,6 +102,21 @@ def test_ranks_and_crowding_against_direct_computation():
     assert crowding_distances(front) == [math.inf, pytest.approx(2.0), math.inf]
 
 
+def test_a_diverged_trial_ranks_last_at_its_rung():
+    """A NaN score (a diverged trial) is in the last front, behind every finite point, whatever its
+    parameters: it does not take a finite front member's place. Today's NaN compares false, so it is
+    never dominated and, arriving first, keeps the real front member from going on."""
+    nan = math.nan
+    assert non_dominated_ranks([(-0.8, 100), (nan, 50), (-0.7, 200), (-0.9, nan)]) == [0, 2, 1, 2]
+    assert promoted([(nan, 50), (-0.8, 100)], reduction_factor=2) == [False, True]
+    mo = scheduler()
+    assert decide(mo, "diverged", 1, nan, 50) == GO  # alone at the rung: the first always goes on
+    assert decide(mo, "A", 1, 0.80, 100) == GO
+    assert decide(mo, "B", 1, 0.70, 200) == GO  # 2 of 3 go on: A, then B before the NaN
+    assert decide(mo, "also_diverged", 1, nan, 10) == STOP
+    assert decide(mo, "C", 1, 0.90, 1000) == GO  # 3 of 5: A, C (front 0), B
+
+
 def test_spec_accepts_each_scheduler_only_with_its_objectives():
     base = {"name": "s", "tasks": ["sst2"], "epochs": 4, "methods": {"qrlora": {"tau": [0.3, 0.5]}}}
     two = {"objectives": ["score", "trainable_params"]}
@@ -94,3 +127,12 @@ def test_spec_accepts_each_scheduler_only_with_its_objectives():
     with pytest.raises(ValueError, match=r"^scheduler.name: asha needs a single objective \(score\); use mo_asha "
                                          r"with several objectives$"):
         parse_spec({**base, **two, "search": {"algorithm": "optuna"}, "scheduler": {"name": "asha"}})
+
+
+def test_each_epoch_record_says_how_many_epochs_the_trial_trained():
+    """`epochs_run` (the MLflow metric): its latest value is the epochs a trial trained in all, fewer than
+    `epochs` when asha or mo_asha stopped it at a rung."""
+    from sweeps.tracking import record_metrics
+
+    record = {"task": "sst2", "epoch": 2, "score": 0.75, "accuracy": 0.75, "train_loss": 0.5}
+    assert record_metrics(record) == {"score": 0.75, "accuracy": 0.75, "train_loss": 0.5, "epochs_run": 2.0}

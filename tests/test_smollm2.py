@@ -27,22 +27,23 @@ TOP = 29  # the last of SmolLM2's 30 layers
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
-    """The model folder, converted from the packaged GGUF into this run's own cache."""
-    cache = tmp_path_factory.mktemp("smollm2-cache")
+    """The model folder, converted from the packaged GGUF into this run's own cache (the trials' cache
+    dir); $QRLORA_CACHE_DIR points elsewhere, where nothing may be written."""
+    cache, elsewhere = tmp_path_factory.mktemp("smollm2-cache"), tmp_path_factory.mktemp("smollm2-env-cache")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("QRLORA_CACHE_DIR", str(cache))
-        yield cache, resolve_model("smollm2")
+        patch.setenv("QRLORA_CACHE_DIR", str(elsewhere))
+        yield cache, resolve_model("smollm2", cache), elsewhere
 
 
 @pytest.fixture(scope="module")
 def base(converted) -> LlamaForSequenceClassification:
-    return load_model("smollm2", 2, seed=0).eval()
+    return load_model("smollm2", 2, seed=0, cache_dir=converted[0]).eval()
 
 
 @pytest.fixture(scope="module")
 def batch(converted, glue_dir) -> dict[str, torch.Tensor]:
     """Four real SST-2 dev sentences of different lengths, right-padded into one batch."""
-    tokenizer = load_tokenizer("smollm2")
+    tokenizer = load_tokenizer("smollm2", converted[0])
     sentences = load_split("sst2", "validation", str(glue_dir))["sentence"][:4]
     inputs = DataCollatorWithPadding(tokenizer)([tokenizer(text) for text in sentences])
     assert len(set(inputs["attention_mask"].sum(1).tolist())) == 4  # every row padded differently
@@ -72,21 +73,36 @@ def nudged(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def test_the_gguf_is_converted_once_into_a_cached_llama_folder(converted, base):
-    cache, folder = converted
+    cache, folder, _ = converted
     digest = hashlib.sha256(smollm2.packaged_gguf().read_bytes()).hexdigest()
     assert folder == str(cache / "models" / f"smollm2-{digest[:16]}")
     weights = cache / "models" / f"smollm2-{digest[:16]}" / "model.safetensors"
     written = weights.stat().st_mtime_ns
-    assert resolve_model("smollm2") == folder and weights.stat().st_mtime_ns == written  # not converted again
+    assert resolve_model("smollm2", cache) == folder and weights.stat().st_mtime_ns == written  # not converted again
     config = base.config
     assert (config.model_type, config.num_hidden_layers, config.hidden_size, config.num_key_value_heads) == \
         ("llama", 30, 576, 3)
-    tokenizer = load_tokenizer("smollm2")
+    tokenizer = load_tokenizer("smollm2", cache)
     assert tokenizer.padding_side == "right" and config.pad_token_id == tokenizer.pad_token_id is not None
-    # The converted weights are the GGUF's, de-quantised by the gguf package itself (v is stored unpermuted).
-    (tensor,) = [t for t in gguf.GGUFReader(smollm2.packaged_gguf()).tensors if t.name == f"blk.{TOP}.attn_v.weight"]
-    expected = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
-    assert torch.equal(base.model.layers[TOP].self_attn.v_proj.weight, expected)
+    # The converted weights are the GGUF's, de-quantised by the gguf package itself. llama.cpp's converter
+    # stored Wq and Wk with their rotary halves interleaved per head; v is stored as it is.
+    tensors = {t.name: t for t in gguf.GGUFReader(smollm2.packaged_gguf()).tensors}
+    attention = base.model.layers[TOP].self_attn
+    for matrix, heads in (("q", config.num_attention_heads), ("k", config.num_key_value_heads), ("v", None)):
+        tensor = tensors[f"blk.{TOP}.attn_{matrix}.weight"]
+        stored = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
+        expected = unpermute(stored, heads) if heads else stored
+        assert torch.equal(getattr(attention, f"{matrix}_proj").weight, expected), matrix
+        if heads:
+            assert not torch.equal(stored, expected)  # the permutation does move rows
+
+
+def unpermute(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """The inverse of llama.cpp's convert_hf_to_gguf.py LlamaModel.permute, which writes each head's rows
+    as reshape(heads, 2, rows_per_head // 2, columns).swapaxes(1, 2): pairs (i, i + half) of a head
+    become neighbours. Here they go back to the halves Hugging Face's rotary embedding expects."""
+    rows, columns = weight.shape
+    return weight.reshape(heads, rows // heads // 2, 2, columns).transpose(1, 2).reshape(rows, columns)
 
 
 def test_a_rows_logits_do_not_depend_on_its_batch(base, batch):
@@ -149,15 +165,17 @@ def test_the_prefix_cache_gives_the_models_logits_on_a_padded_batch(base, batch)
     torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-4)
 
 
-def test_a_one_epoch_trial_records_the_ranks_of_its_weights(base, glue_dir, tmp_path):
+def test_a_one_epoch_trial_records_the_ranks_of_its_weights(converted, base, glue_dir):
+    """The trial finds the model already converted in its own cache dir, and leaves $QRLORA_CACHE_DIR alone."""
     record = run_trial(TrialConfig(model="smollm2", train_size=200, epochs=1, max_length=32, layers="last:2",
-                                   matrices="q,v", glue_dir=str(glue_dir), cache_dir=str(tmp_path / "cache")))
+                                   matrices="q,v", glue_dir=str(glue_dir), cache_dir=str(converted[0])))
     layers = base.model.layers
     assert record["ranks"] == {f"model.layers.{index}.self_attn.{matrix}_proj": scipy_rank(
         getattr(layers[index].self_attn, f"{matrix}_proj").weight, 0.5) for index in (28, 29) for matrix in "qv"}
     assert record["adapter_params"] == sum(record["ranks"].values())
     assert record["trainable_params"] == record["adapter_params"] + 2 * 576  # and the score head
     assert record["prefix_layer"] == 28 and 0 <= record["accuracy"] <= 1
+    assert list(converted[2].iterdir()) == []
 
 
 def test_without_the_package_train_fails_with_the_install_command(tmp_path, capsys, monkeypatch):

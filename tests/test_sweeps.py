@@ -114,7 +114,7 @@ def test_define_by_run_yields_only_valid_conditional_configs():
                     "lora": {"rank": [1, 2, 4], "layers": ["last:2", "all"]},
                     "full": {"lr": [1e-5, 2e-5]}}})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    space = DefineByRun(spec, "rte")
+    space = DefineByRun(spec, "rte", 10000)
     seen_methods = set()
     for _ in range(150):
         trial = study.ask()
@@ -122,7 +122,9 @@ def test_define_by_run_yields_only_valid_conditional_configs():
         trial_config_object = TrialConfig.from_dict(config)  # raises on anything invalid
         method = config["method"]
         seen_methods.add(method)
-        assert config["task"] == "rte" and config["train_size"] in (2000, 10000) and config["seed"] in (0, 1)
+        # The training size is the space's condition and the seed a repeat: neither is an Optuna parameter.
+        assert config["task"] == "rte" and config["train_size"] == 10000 and "seed" not in config
+        assert not {"seed", "train_size"} & set(trial.params)
         branch = {name.split("/")[0] for name in trial.params if "/" in name}
         assert branch <= {method}  # a trial's parameters come from its own method only
         if method == "qrlora":
@@ -213,7 +215,7 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
 
 
 def test_parent_run_logs_the_hypervolume_after_every_finished_trial(sweep):
-    """`hypervolume/sst2` on the parent equals the hypervolume recomputed from the trial runs in the order
+    """`hypervolume/sst2/48` on the parent equals the hypervolume recomputed from the trial runs in the order
     they finished, against the fixed reference; `pareto` reports the same history."""
     from sweeps.pareto import hypervolume, reference_point
 
@@ -229,11 +231,11 @@ def test_parent_run_logs_the_hypervolume_after_every_finished_trial(sweep):
     assert len(model) == 1  # the model's own count, the same in every trial
     reference = reference_point("sst2", model.pop())
     expected = [hypervolume(scores[:count], counts[:count], *reference) for count in range(1, len(trials) + 1)]
-    history = client.get_metric_history(parent.info.run_id, "hypervolume/sst2")
+    history = client.get_metric_history(parent.info.run_id, "hypervolume/sst2/48")
     assert [metric.step for metric in history] == [1, 2, 3, 4]
     assert [metric.value for metric in history] == pytest.approx(expected)
-    assert summary["tasks"]["sst2"]["history"] == pytest.approx(expected)
-    assert summary["tasks"]["sst2"]["hypervolume"] == pytest.approx(expected[-1])
+    assert summary["fronts"]["sst2/48"]["history"] == pytest.approx(expected)
+    assert summary["fronts"]["sst2/48"]["hypervolume"] == pytest.approx(expected[-1])
 
 
 RAY_INTERNALS = {"pid", "timestamp", "done", "should_checkpoint", "iterations_since_restore", "time_this_iter_s",
@@ -266,8 +268,10 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
         assert not metrics & RAY_INTERNALS and not metrics & hyper, metrics & (RAY_INTERNALS | hyper)
         expected = {"score", "accuracy", "best_score", "best_epoch", "train_loss", "warmup/score", "warmup/accuracy",
                     "score_gain", "adapter_params", "trainable_params", "total_params", "wall_time_s",
-                    "train_time_s", "prefix_time_s", "throughput", "warmup_cache_hit", "prefix_cache_hit"}
+                    "train_time_s", "prefix_time_s", "throughput", "warmup_cache_hit", "prefix_cache_hit",
+                    "epochs_run", "train_rows"}
         assert metrics - {key for key in metrics if key.startswith("ranks/")} == expected
+        assert run.data.metrics["train_rows"] == 48  # the examples trained on
         assert set(run.data.params) == {key for key in config.params()}  # no other method's fields
         assert run.data.metrics["score_gain"] == pytest.approx(
             run.data.metrics["score"] - run.data.metrics["warmup/score"])
@@ -300,8 +304,9 @@ def test_sweep_study_lives_in_the_rdb(sweep):
     client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id], "tags.`qrlora.role` = 'trial'")
     by_id = {r.info.run_id: (r.data.metrics["score"], r.data.metrics["trainable_params"]) for r in runs}
-    # Each Optuna trial names its MLflow run, and their values agree.
-    assert {t.user_attrs["mlflow_run_id"]: tuple(t.values) for t in complete} == by_id
+    # Each Optuna trial lists its MLflow runs (one seed: one run), and their values agree.
+    assert {tuple(t.user_attrs["mlflow_run_ids"]): tuple(t.values) for t in complete} == {
+        (run_id,): values for run_id, values in by_id.items()}
 
 
 def test_pareto_files_agree_with_the_runs(sweep):
@@ -314,7 +319,7 @@ def test_pareto_files_agree_with_the_runs(sweep):
     with open(work / "pareto" / "pareto.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["run_id"] for row in rows} == front
-    assert {row["run_id"] for row in summary["tasks"]["sst2"]["front"]} == front
+    assert {row["run_id"] for row in summary["fronts"]["sst2/48"]["front"]} == front
     for row in rows:
         assert float(row["score"]) == points[row["run_id"]][0]
     tags = {r.info.run_id: client.get_run(r.info.run_id).data.tags.get("pareto") for r in runs}
@@ -372,4 +377,5 @@ def test_mo_asha_sweep_stops_trials_at_rungs_and_keeps_them_on_record(tiny_model
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "score")]
         expected_last = int(run.data.tags["stopped_at_rung"]) if run in stopped else 4
         assert steps == list(range(1, expected_last + 1)) and expected_last in (1, 2, 4)
-    assert summary["tasks"]["sst2"]["n_runs"] == 6
+        assert run.data.metrics["epochs_run"] == expected_last
+    assert summary["fronts"]["sst2/48"]["n_runs"] == 6

@@ -77,7 +77,8 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
         (staging / SPECTRA_FILE).write_text(json.dumps(spectra))
     info = {"method": config.method, "formats": formats, "epoch": record["epoch"], "score": record["score"],
             "keep": config.keep, "num_labels": unwrap(model).config.num_labels,
-            "base": {"model": config.model, "path": resolve_model(config.model), "warmup_key": warmup_key},
+            "base": {"model": config.model, "path": resolve_model(config.model, config.resolved_cache_dir()),
+                     "warmup_key": warmup_key},
             "ranks": report.ranks}
     if config.method == "svd_lora":
         info["peft_rank"] = 2 * config.rank

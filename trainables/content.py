@@ -1,9 +1,14 @@
 """Content hashes for cache keys: the same bytes give the same key, any changed byte another one."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 import xxhash
+
+# Config fields no cached computation depends on: the task head's labels, and where the checkpoint came from.
+HEAD_FIELDS = {"id2label", "label2id", "num_labels", "problem_type", "architectures", "_name_or_path"}
 
 
 def hash_tensors(digest: xxhash.xxh3_128, tensors: dict[str, torch.Tensor]) -> None:
@@ -25,3 +30,10 @@ def data_digest(dataset) -> str:
     hash_rows(digest, dataset["input_ids"][:])
     digest.update(np.asarray(dataset["label"][:]).tobytes())
     return digest.hexdigest()
+
+
+def model_config_json(config) -> str:
+    """A transformers model config as canonical JSON, without HEAD_FIELDS: part of every cache key, so a
+    change of architecture, dropout or dtype gets its own entry whatever the weights."""
+    values = {key: value for key, value in config.to_dict().items() if key not in HEAD_FIELDS}
+    return json.dumps(values, sort_keys=True, default=str)

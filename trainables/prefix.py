@@ -25,15 +25,16 @@ from torch.nn.utils.rnn import pad_sequence
 
 from qrlora.targets import ARCHITECTURES
 
-from .content import hash_rows, hash_tensors
+from .content import hash_rows, hash_tensors, model_config_json
+from .precision import autocast, precision
 
 # Where the embedding module sits inside each architecture's backbone (model.base_model).
 EMBEDDINGS = {"bert": "embeddings", "roberta": "embeddings", "distilbert": "embeddings", "deberta-v2": "embeddings",
               "llama": "embed_tokens", "mistral": "embed_tokens", "qwen2": "embed_tokens"}
 # Layers that return (hidden_states, attentions) rather than hidden_states alone.
 TUPLE_LAYERS = {"deberta-v2"}
-# Config fields the prefix states do not depend on: the task head's, and where the checkpoint came from.
-HEAD_FIELDS = {"id2label", "label2id", "num_labels", "problem_type", "architectures", "_name_or_path"}
+# Bump when what an entry holds, or how its key is made, changes: old entries are then never read.
+PREFIX_FORMAT = 2
 
 
 @dataclass
@@ -71,15 +72,17 @@ def frozen_prefix(model: nn.Module) -> FrozenPrefix | None:
     if any(param.requires_grad and id(param) not in in_suffix for param in backbone.parameters()):
         return None
     parent_name, _, name = EMBEDDINGS[model_type].rpartition(".")
-    config = {key: value for key, value in inner.config.to_dict().items() if key not in HEAD_FIELDS}
-    return FrozenPrefix(model_type, json.dumps(config, sort_keys=True, default=str),
-                        backbone.get_submodule(parent_name), name, layers, start)
+    return FrozenPrefix(model_type, model_config_json(inner.config), backbone.get_submodule(parent_name), name,
+                        layers, start)
 
 
-def weights_digest(prefix: FrozenPrefix) -> xxhash.xxh3_128:
-    """Hash of the model config, the prefix's depth and its weights (embeddings and layers below L, buffers
-    included)."""
-    digest = xxhash.xxh3_128(f"{prefix.config}|{prefix.start}".encode())
+def weights_digest(prefix: FrozenPrefix, device: torch.device) -> xxhash.xxh3_128:
+    """Hash of the cache format, the model config, the prefix's depth, the device type and precision the
+    states are computed in (compute_states), and the prefix's weights (embeddings and layers below L,
+    buffers included)."""
+    settings = json.dumps({"format": PREFIX_FORMAT, "config": prefix.config, "start": prefix.start,
+                           "device": device.type, "precision": precision(device)}, sort_keys=True)
+    digest = xxhash.xxh3_128(settings.encode())
     for module in prefix.modules():
         hash_tensors(digest, module.state_dict())
     return digest
@@ -143,7 +146,7 @@ def compute_states(model: nn.Module, prefix: FrozenPrefix, batches, device: torc
     flat = None
     for batch in batches:
         inputs = {key: value.to(device) for key, value in batch.items() if key not in ("row", "labels")}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             hidden = capture(model, prefix, inputs).float().cpu()
         if flat is None:
             flat = torch.empty(offsets[-1], hidden.shape[-1])

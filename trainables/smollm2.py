@@ -2,8 +2,8 @@
 
 The package ships the model as a 4-bit GGUF file. Transformers de-quantises GGUF to floating point on
 every load, which takes tens of seconds, so the first use converts it once into an ordinary Hugging Face
-folder (safetensors) in `$QRLORA_CACHE_DIR/models`, keyed by the GGUF file's hash; later loads take
-seconds. The package's own module imports `llm` (not installed: `--no-deps`), so the file is found
+folder (safetensors) in `models/` of the trial's cache dir (TrialConfig.resolved_cache_dir()), keyed by
+the GGUF file's hash; later loads take seconds. The package's own module imports `llm` (not installed: `--no-deps`), so the file is found
 through its import spec, never by importing it.
 """
 from __future__ import annotations
@@ -50,14 +50,13 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def model_folder() -> Path:
-    """The converted Hugging Face folder, made on first use (a lock makes concurrent trials wait for one
-    conversion; it is written under a temporary name and renamed, so no reader sees half a folder)."""
+def model_folder(cache_dir: Path) -> Path:
+    """The converted Hugging Face folder under `cache_dir`, made on first use (a lock makes concurrent
+    trials wait for one conversion; it is written under a temporary name and renamed, so no reader sees
+    half a folder)."""
     gguf_file = packaged_gguf()
     stat = gguf_file.stat()
-    from .config import default_cache_dir  # config imports this module
-
-    cache = default_cache_dir() / "models"
+    cache = Path(cache_dir) / "models"
     folder = cache / f"{NAME}-{_sha256(gguf_file, stat.st_size, stat.st_mtime_ns)[:16]}"
     if folder.is_dir():
         return folder

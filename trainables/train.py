@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import time
 from contextlib import nullcontext
@@ -25,6 +26,7 @@ from .glue import get_task, load_split, subsample
 from .metrics import compute_metrics
 from .content import data_digest
 from .models import load_model, load_tokenizer
+from .precision import autocast
 from .prefix import (FrozenPrefix, PrefixStates, bypassed, cached_states, compute_states, frozen_prefix,
                      prefix_key, weights_digest)
 from .warmup import Warmup, warmed_up
@@ -46,12 +48,12 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     task = get_task(config.task)
-    tokenizer = load_tokenizer(config.model)
+    tokenizer = load_tokenizer(config.model, config.resolved_cache_dir())
     train_data, eval_data = prepare_data(config, tokenizer)
     collate = DataCollatorWithPadding(tokenizer)
     eval_splits = {name: Split(dataset) for name, dataset in eval_data.items()}
 
-    model = load_model(config.model, task.num_labels, config.seed)
+    model = load_model(config.model, task.num_labels, config.seed, config.resolved_cache_dir())
     warmup = None
     if config.warmup_epochs:
         def full_finetuning_warmup() -> None:
@@ -61,7 +63,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                 pass
 
         warmup = warmed_up(model, config, train_data, full_finetuning_warmup,
-                           lambda: evaluate(model.to(device), eval_splits, collate, config, device))
+                           lambda: evaluate(model.to(device), eval_splits, collate, config, device),
+                           dev_data=eval_data, device=device)
     # One fixed point for every random draw of the method (LoRA's A, dropout): a warm-up loaded from the
     # cache and one just computed leave the same generator state behind.
     torch.manual_seed(config.seed)
@@ -86,7 +89,9 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                                                    resume_state, prefix):
         metrics = evaluate(model, splits, collate, config, device, prefix)
         best = best_epoch(best, epoch, metrics["score"])
-        record = {**config.method_params(), "epoch": epoch, "train_loss": loss, **metrics, **best,
+        # train_rows: the examples actually used (a train_size above the task's train set means all of it)
+        record = {**config.method_params(), "train_rows": len(train_data), "epoch": epoch, "train_loss": loss,
+                  **metrics, **best,
                   **warmup_fields(warmup, metrics["score"]), **report_fields(report),
                   "prefix_layer": prefix.start if prefix else None, "prefix_cache_hit": prefix_hit,
                   "prefix_time_s": prefix_seconds, "train_time_s": train_seconds,
@@ -104,8 +109,13 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
 
 
 def best_epoch(best: dict[str, Any] | None, epoch: int, score: float) -> dict[str, Any]:
-    """The best dev score so far and its epoch; a tie keeps the earlier epoch."""
-    if best is None or score > best["best_score"]:
+    """The best dev score so far and its epoch; a tie keeps the earlier epoch.
+
+    A NaN or infinite score (a diverged epoch) never beats a finite one. Until some epoch scores a
+    finite value there is no best: the latest epoch stands in, its score as measured, so `keep: best`
+    keeps the last adapter, as `keep: last` would.
+    """
+    if best is None or not math.isfinite(best["best_score"]) or (math.isfinite(score) and score > best["best_score"]):
         return {"best_score": score, "best_epoch": epoch}
     return dict(best)
 
@@ -179,7 +189,7 @@ class Split:
 def add_prefix_states(model, prefix: FrozenPrefix, splits: dict[str, Split], collate, config: TrialConfig,
                       device) -> bool:
     """Give every split its cached prefix states (computed on a miss); True if all came from the cache."""
-    weights, hits = weights_digest(prefix), []
+    weights, hits = weights_digest(prefix, device), []
     for split in splits.values():
         lengths = [len(ids) for ids in split.dataset["input_ids"][:]]
         compute = functools.partial(compute_states, model, prefix, batches(split, collate, config), device, lengths)
@@ -221,7 +231,7 @@ def forward(model, batch: dict[str, torch.Tensor], fed, device, labels: bool = T
     if fed is not None:
         fed.states = states.to(device)
     inputs = {key: value.to(device) for key, value in batch.items() if key != "row" and (labels or key != "labels")}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device):
         return model(**inputs)
 
 
@@ -240,8 +250,7 @@ def train(model, train_split: Split, collate, config: TrialConfig, device, lr: f
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     first_epoch, train_seconds, wall_seconds = 1, 0.0, 0.0
     if resume_state:
-        trainable = {name for name, param in model.named_parameters() if param.requires_grad}
-        model.load_state_dict({k: v for k, v in resume_state["params"].items() if k in trainable}, strict=False)
+        load_trainable(model, resume_state["params"])
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         first_epoch = resume_state["epoch"] + 1
@@ -267,6 +276,17 @@ def train(model, train_split: Split, collate, config: TrialConfig, device, lr: f
                             if param.requires_grad},
                  "train_time_s": train_seconds, "wall_time_s": wall_seconds}
         yield epoch, float(np.mean(losses)), train_seconds, state
+
+
+def load_trainable(model, params: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's trainable parameters, exactly those: a name on one side only (a renamed module,
+    another method's checkpoint) is an error, never a silent partial load."""
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    missing, unexpected = sorted(trainable - set(params)), sorted(set(params) - trainable)
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint's trainable parameters do not match the model's: missing "
+                         f"{missing or 'none'}, unexpected {unexpected or 'none'}")
+    model.load_state_dict(params, strict=False)  # the frozen ones come from the model itself
 
 
 def parameter_groups(model, lr: float, head_lr: float) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow.fs
@@ -19,13 +19,18 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from .config import TrialConfig
-from .content import hash_rows, hash_tensors
+from .content import data_digest, hash_rows, hash_tensors, model_config_json
 from .models import load_tokenizer
+from .precision import precision
 
-CONFIG_KEY, METRICS_KEY = "config", "warmup_metrics"  # safetensors metadata of a warm-up checkpoint
-# Everything besides the model's and data's contents that changes the warm-up checkpoint.
+# safetensors metadata of a warm-up checkpoint: its model config, dev metrics and the dev data they are of
+CONFIG_KEY, METRICS_KEY, DEV_DATA_KEY = "config", "warmup_metrics", "dev_data"
+# Trial config fields that change the warm-up checkpoint (besides the model's and data's contents, the
+# model config, the device and the precision, which the key holds too).
 WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ratio", "weight_decay",
                  "max_grad_norm", "seed", "max_length", "group_by_length")
+# Bump when what a checkpoint file holds, or how its key is made, changes: old files are then never read.
+WARMUP_FORMAT = 2
 
 
 def content_hash(model: torch.nn.Module, train_data) -> str:
@@ -37,8 +42,12 @@ def content_hash(model: torch.nn.Module, train_data) -> str:
     return digest.hexdigest()
 
 
-def warmup_key(model: torch.nn.Module, config: TrialConfig, train_data) -> str:
-    settings = json.dumps({name: getattr(config, name) for name in WARMUP_FIELDS}, sort_keys=True)
+def warmup_key(model: torch.nn.Module, config: TrialConfig, train_data, device: torch.device) -> str:
+    """The checkpoint's cache key: the format, WARMUP_FIELDS, the model config (less its task labels), the
+    device type and precision the warm-up trains in, and the content hash of the weights and train data."""
+    settings = json.dumps({**{name: getattr(config, name) for name in WARMUP_FIELDS}, "format": WARMUP_FORMAT,
+                           "model_config": model_config_json(model.config), "device": device.type,
+                           "precision": precision(device)}, sort_keys=True)
     return hashlib.sha256(f"{settings}|{content_hash(model, train_data)}".encode()).hexdigest()[:32]
 
 
@@ -52,34 +61,39 @@ class Warmup:
 
 
 def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmup: Callable[[], None],
-              evaluate: Callable[[], dict[str, float]]) -> Warmup:
+              evaluate: Callable[[], dict[str, float]], *, dev_data: dict[str, Any], device: torch.device) -> Warmup:
     """Bring `model` to its warm-up checkpoint and say what that checkpoint scores on the dev splits.
 
-    The dev metrics are computed once, when the checkpoint is, and stored in the checkpoint file's
-    metadata (with the model config, so the file is a loadable transformers checkpoint): a cache hit
-    costs no evaluation. A file lock makes concurrent trials on one node wait for one computation;
-    checkpoints are written under a temporary name and renamed, so no reader ever sees half a file.
-    With `config.shared_cache` (the sweep's storage path), a checkpoint computed on one node is
-    uploaded there and downloaded by the others; two nodes that miss at the same moment may both
-    compute it.
+    The warm-up trains on `device`. The dev metrics are computed once, when the checkpoint is, and stored
+    in the checkpoint file's metadata with the digests of the dev splits (`dev_data`) they were computed
+    on (and the model config, so the file is a loadable transformers checkpoint): a cache hit costs no
+    evaluation unless its dev data differ, and then it evaluates again, leaving the file as it is (a
+    checkpoint file is never rewritten: other nodes may be reading it, or hold copies of it). A file lock
+    makes concurrent trials on one node wait for one computation; checkpoints are written under a
+    temporary name and renamed, so no reader ever sees half a file. With `config.shared_cache` (the
+    sweep's storage path), a checkpoint computed on one node is uploaded there and downloaded by the
+    others; two nodes that miss at the same moment may both compute it.
     """
-    key = warmup_key(model, config, train_data)
+    key = warmup_key(model, config, train_data, device)
     if "warmup" not in config.cache_set:
         run_warmup()
         return Warmup(key, False, evaluate())
+    dev_digests = json.dumps({split: data_digest(data) for split, data in dev_data.items()}, sort_keys=True)
     path = entry_path(config, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     shared = SharedStore(config.shared_cache) if config.shared_cache else None
     with FileLock(f"{path}.lock"):
         if path.exists() or shared and shared.download(f"warmup/{path.name}", path):
             load_model(model, path, device=str(next(model.parameters()).device))
-            stored = checkpoint_metadata(path).get(METRICS_KEY)
-            return Warmup(key, True, json.loads(stored) if stored else evaluate())
+            metadata = checkpoint_metadata(path)
+            same_dev_data = metadata.get(DEV_DATA_KEY) == dev_digests and METRICS_KEY in metadata
+            return Warmup(key, True, json.loads(metadata[METRICS_KEY]) if same_dev_data else evaluate())
         run_warmup()
         metrics = evaluate()
         partial = path.with_suffix(".partial")
         save_model(model, str(partial), metadata={"format": "pt", CONFIG_KEY: model.config.to_json_string(),
-                                                  METRICS_KEY: json.dumps(metrics)})
+                                                  METRICS_KEY: json.dumps(metrics),
+                                                  DEV_DATA_KEY: dev_digests})
         os.replace(partial, path)
         if shared:
             shared.upload(path, f"warmup/{path.name}")
@@ -101,7 +115,7 @@ def warmup_model_folder(config: TrialConfig, key: str, folder: Path) -> bool:
     elif not (config.shared_cache and SharedStore(config.shared_cache).download(f"warmup/{local.name}", weights)):
         return False
     (folder / "config.json").write_text(checkpoint_metadata(weights)[CONFIG_KEY])
-    load_tokenizer(config.model).save_pretrained(folder)
+    load_tokenizer(config.model, config.resolved_cache_dir()).save_pretrained(folder)
     return True
 
 
