@@ -1,12 +1,14 @@
 """How soon a multi-objective sweep's front is good: the same space and trial budget searched three ways,
 random without stopping, Optuna TPE without stopping, and Optuna TPE + mo_asha, each through
-`qrlora-sweep run` in a fresh directory. Reads each sweep's `hypervolume/sst2` history from its parent
+`qrlora-sweep run` in a fresh directory. Reads each sweep's `hypervolume/sst2/1000` history from its parent
 run (logged after every finished trial, against the fixed per-task reference) and prints hypervolume
 against wall time, the time each took to reach 95% of the best final hypervolume, and the ratio to the
 no-stopping run. Target: Optuna + mo_asha reaches it in at most 40% of the no-stopping time.
 
 The space: QR-LoRA with tau in [0.1, 0.9], Wq/Wv/both on the last 1/2/3/4 layers or all, SST-2 with
-500 or 1,000 examples, 1 warm-up epoch, 4 epochs (mo_asha: rungs at epochs 1 and 2, half go on).
+1,000 examples, 1 warm-up epoch, 4 epochs (mo_asha: rungs at epochs 1 and 2, half go on). The README's
+figures were taken when the training size (500 or 1,000) was still searched; a training size is now a
+condition with its own front and study, so the space holds one size.
 
     python benchmarks/search_stopping.py --plot docs/search_stopping.png
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 import mlflow
 import yaml
 
+TRAIN_SIZE = 1000
 VARIANTS = {
     "random, no stopping": {"search": {"algorithm": "random"}},
     "Optuna TPE, no stopping": {"search": {"algorithm": "optuna"}},
@@ -34,7 +37,7 @@ VARIANTS = {
 def spec(args: argparse.Namespace, name: str, variant: dict, glue_dir: str) -> dict:
     search = {**variant["search"], "samples": args.trials, "concurrency": 2, "seed": 0,
               "storage": "sqlite:///optuna.db"}
-    return {"name": name, "model": args.model, "tasks": ["sst2"], "train_sizes": [500, 1000], "epochs": 4,
+    return {"name": name, "model": args.model, "tasks": ["sst2"], "train_sizes": [TRAIN_SIZE], "epochs": 4,
             "warmup_epochs": 1, "trial": {"max_length": 64, "cache_dir": "cache", "glue_dir": glue_dir},
             "methods": {"qrlora": {"tau": {"low": 0.1, "high": 0.9},
                                    "layers": ["last:1", "last:2", "last:3", "last:4", "all"],
@@ -48,7 +51,7 @@ def history(workdir: Path, name: str) -> list[tuple[float, float]]:
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     experiment = client.get_experiment_by_name(name)
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")
-    points = client.get_metric_history(parent.info.run_id, "hypervolume/sst2")
+    points = client.get_metric_history(parent.info.run_id, f"hypervolume/sst2/{TRAIN_SIZE}")
     return [((point.timestamp - parent.info.start_time) / 1000, point.value)
             for point in sorted(points, key=lambda point: point.step)]
 

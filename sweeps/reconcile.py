@@ -35,8 +35,8 @@ class Repairs:
     finished: int = 0
 
     def line(self, experiment: str) -> str:
-        return (f"{experiment}: repaired {self.epochs} epochs in {self.runs} runs from Ray's storage "
-                f"({self.created} runs created, {self.finished} finished)")
+        return (f"{experiment}: repaired from Ray's storage: {self.epochs} epochs in {self.runs} runs "
+                f"({self.created} created, {self.finished} finished)")
 
 
 def reconcile(launch: SweepLaunch, experiment_path: str) -> Repairs:

@@ -120,3 +120,39 @@ def test_optuna_suggests_configurations_that_run_once_per_seed_and_learns_their_
                 [statistics.fmean(run.data.metrics[name] for run in seeds) for name in ("score", "trainable_params")])
     assert sorted(listed) == sorted(runs)
     assert list(summary["fronts"]) == ["sst2/32", "sst2/48"]
+
+
+def test_seed_repeater_tells_optuna_the_mean_or_a_failure_naming_the_seed(tmp_path):
+    """Three seeds per configuration (no Ray runtime: the searcher alone, a real sqlite study): the first
+    configuration's seeds all finish, Optuna gets the mean of each objective; the second's seed 1 fails, so
+    Optuna records FAIL and says which seed, rather than a mean of the seeds that went well."""
+    from sweeps.repeats import SeedRepeater
+    from sweeps.run import NamedOptunaSearch
+    from sweeps.space import DefineByRun
+    from sweeps.spec import parse_spec
+
+    spec = parse_spec({"name": "unit", "tasks": ["sst2"], "train_sizes": [32], "seeds": [0, 1, 2],
+                       "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}}}, "search": {"algorithm": "random"},
+                       "objectives": ["score", "trainable_params"]})
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    search = SeedRepeater(NamedOptunaSearch(
+        metric_names=spec.objectives, space=DefineByRun(spec, "sst2", 32), metric=spec.objectives, mode=spec.modes,
+        sampler=optuna.samplers.RandomSampler(seed=0), study_name="unit",
+        storage=optuna.storages.RDBStorage(storage)), spec.seeds)
+    configs = [search.suggest(f"ray-{index}") for index in range(6)]
+    assert [config["seed"] for config in configs] == [0, 1, 2, 0, 1, 2]
+    assert len({config["tau"] for config in configs[:3]}) == 1 and configs[0]["tau"] != configs[3]["tau"]
+    assert {config["train_size"] for config in configs} == {32}
+    results = [{"score": 0.5, "trainable_params": 100}, {"score": 0.6, "trainable_params": 100},
+               {"score": 0.8, "trainable_params": 130}]
+    for index, result in enumerate(results):
+        search.on_trial_complete(f"ray-{index}", result=result)
+    search.on_trial_complete("ray-3", result=results[0])
+    search.on_trial_complete("ray-4", error=True)
+    search.on_trial_complete("ray-5", result=results[2])
+    first, second = optuna.load_study(study_name="unit", storage=storage).trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert first.values == pytest.approx([(0.5 + 0.6 + 0.8) / 3, 110])
+    assert second.state == optuna.trial.TrialState.FAIL
+    assert second.user_attrs["failure_reason"] == ("seed 1: the trial failed or ended without a finite score "
+                                                   "and trainable_params")

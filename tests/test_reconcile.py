@@ -45,33 +45,33 @@ def test_driver_killed_with_writes_queued_resume_repairs_mlflow_from_ray_storage
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path / "server", port)
-    spec = write_spec(tmp_path, "queued", glue_dir, tiny_model_dir, tracking_uri=uri,
-                      methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},
-                      search={"algorithm": "grid", "concurrency": 1})
-    experiment_dir = tmp_path / "results" / "queued-sst2"
-    client = mlflow.MlflowClient(uri)
-    driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=(tmp_path / "driver.log").open("w"))
-    frozen = False
     try:
-        wait_until(lambda: any(run.data.metrics.get("score") is not None for run in runs(client, "queued", "trial")),
-                   400, "the first epoch in MLflow", driver)
-        signal_tree(server, signal.SIGSTOP)
-        frozen = True
+        spec = write_spec(tmp_path, "queued", glue_dir, tiny_model_dir, tracking_uri=uri,
+                          methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},
+                          search={"algorithm": "grid", "concurrency": 1})
+        experiment_dir = tmp_path / "results" / "queued-sst2"
+        client = mlflow.MlflowClient(uri)
+        driver = subprocess.Popen(sweep_command("run", spec), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                  stderr=(tmp_path / "driver.log").open("w"))
+        frozen = False
+        try:
+            wait_until(lambda: any(run.data.metrics.get("score") is not None for run in runs(client, "queued", "trial")),
+                       400, "the first epoch in MLflow", driver)
+            signal_tree(server, signal.SIGSTOP)
+            frozen = True
 
-        def one_finished_one_midway():
-            lengths = sorted(len(rows) for rows in stored_epochs(experiment_dir).values())
-            return len(lengths) == 2 and lengths[0] >= 1 and lengths[1] == 3
+            def one_finished_one_midway():
+                lengths = sorted(len(rows) for rows in stored_epochs(experiment_dir).values())
+                return len(lengths) == 2 and lengths[0] >= 1 and lengths[1] == 3
 
-        wait_until(one_finished_one_midway, 300, "one trial finished in Ray and the next mid-way", driver)
-        time.sleep(1.5)  # Ray saves its experiment state every second: the finished trial is TERMINATED in it
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        if frozen:
-            signal_tree(server, signal.SIGCONT)
-    try:
+            wait_until(one_finished_one_midway, 300, "one trial finished in Ray and the next mid-way", driver)
+            time.sleep(1.5)  # Ray saves its experiment state every second: the finished trial is TERMINATED in it
+            driver.send_signal(signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            driver.kill()
+            if frozen:
+                signal_tree(server, signal.SIGCONT)
         time.sleep(2)  # a write the killed driver had in flight may still land
         stored = stored_epochs(experiment_dir)
         assert sorted(len(rows) for rows in stored.values())[0] < 3  # killed with the second trial mid-way
@@ -83,7 +83,7 @@ def test_driver_killed_with_writes_queued_resume_repairs_mlflow_from_ray_storage
         resumed = subprocess.run(sweep_command("resume", spec), cwd=tmp_path, capture_output=True, text=True,
                                  timeout=600)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
-        assert (f"queued-sst2: repaired {missing} epochs in 2 runs from Ray's storage (1 runs created, 1 finished)"
+        assert (f"queued-sst2: repaired from Ray's storage: {missing} epochs in 2 runs (1 created, 1 finished)"
                 in resumed.stdout.splitlines()), resumed.stdout[-2000:]
 
         stored = stored_epochs(experiment_dir)

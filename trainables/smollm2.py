@@ -3,8 +3,8 @@
 The package ships the model as a 4-bit GGUF file. Transformers de-quantises GGUF to floating point on
 every load, which takes tens of seconds, so the first use converts it once into an ordinary Hugging Face
 folder (safetensors) in `models/` of the trial's cache dir (TrialConfig.resolved_cache_dir()), keyed by
-the GGUF file's hash; later loads take seconds. The package's own module imports `llm` (not installed: `--no-deps`), so the file is found
-through its import spec, never by importing it.
+the GGUF file's hash; later loads take seconds. The package's own module imports `llm` (not installed:
+`--no-deps`), so the file is found through its import spec, never by importing it.
 """
 from __future__ import annotations
 
