@@ -207,6 +207,8 @@ def format_fronts(summary: dict) -> str:
                            "matrices", "run_id"), rows)
                       + (f"\nhypervolume as trials finished: {' '.join(f'{value:.3f}' for value in result['history'])}"
                          if result.get("history") else ""))
+    if summary.get("no_front"):
+        blocks.append(f"no front: {summary['no_front']}")
     return "\n\n".join(blocks)
 
 

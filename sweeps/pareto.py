@@ -150,7 +150,7 @@ def export_pareto(
     if aggregate == "seeds":
         rows = _seed_means(rows, [run for run in runs if run.info.run_id in {row["run_id"] for row in rows}])
     if not rows:
-        raise ValueError(
+        raise NoFrontError(
             f"experiment {experiment!r} has no FINISHED trial runs with metrics {metric!r} and {x!r}"
             + (f" ({stopped} early-stopped runs left out; --include-stopped puts them back)" if stopped else "")
         )
@@ -200,6 +200,10 @@ def export_pareto(
     for name in OUTPUT_FILES:
         client.log_artifact(summary["parent_run_id"], str(out / name), artifact_path="pareto")
     return summary
+
+
+class NoFrontError(ValueError):
+    """No finished run with finite values to put on a front (every trial failed, diverged or was left out)."""
 
 
 def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:

@@ -16,7 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables.trainable import glue_trainable, trial_resources
 
-from .pareto import export_pareto
+from .pareto import NoFrontError, export_pareto
 from .preflight import resource_problems
 from .conditions import size_text
 from .repeats import SeedRepeater
@@ -183,7 +183,10 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
         failed = False
     finally:
         launch.close(failed)
-    summary = export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
+    try:
+        summary = export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
+    except NoFrontError as error:  # every trial diverged: data about the trials, not a failure of the sweep
+        summary = {"fronts": {}, "x": "trainable_params", "no_front": str(error)}
     return {**summary, "runs_url": runs_url(uri, spec.name)}
 
 

@@ -172,6 +172,11 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
         _fail("objectives", "must start with score, optionally followed by trainable_params or adapter_params")
     if scheduler.name == "asha" and len(spec.objectives) > 1:
         _fail("scheduler.name", "asha needs a single objective (score); use mo_asha with several objectives")
+    if scheduler.name == "asha" and search.algorithm == "grid" and len(spec.train_sizes) > 1:
+        # A grid runs all its sizes in one experiment, and Ray's ASHA ranks every trial of an experiment
+        # at one rung: a 2k run would be cut against 50k runs (mo_asha judges per task and size).
+        _fail("scheduler.name", "asha in a grid would rank every training size at one rung; give the grid one "
+                                "train size, or use search.algorithm optuna or random (an experiment per size)")
     if scheduler.name == "mo_asha" and len(spec.objectives) < 2:
         _fail("scheduler.name", "mo_asha needs several objectives (e.g. [score, trainable_params]); "
                                 "use asha with the single objective score")

@@ -186,5 +186,6 @@ def test_search_qrlora_on_minilm_is_rejected_before_ray(work, glue_dir, capsys):
     says (--address auto: the cluster's resources are not checked here)."""
     values = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "search_qrlora.yaml").read_text())
     values["model"] = "minilm"
+    values.setdefault("trial", {})["glue_dir"] = str(glue_dir)  # GLUE_DIR may be relative (CI: ../shared/glue)
     assert one_line_rejection(work, values, capsys, ("--address", "auto")) == (
         f"{PREFIX}methods.qrlora.layers: last:8 asks for more than the model's 6 layers (model minilm)")

@@ -76,3 +76,35 @@ def test_a_diverged_stsb_trial_fails_alone_and_the_sweep_goes_on(tiny_model_dir,
     assert row.count("- (0; 1 failed)") == 2  # STS-B P and STS-B S
     (row,) = [line for line in table if "| 0.01 |" in line]
     assert "failed" not in row
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_diverges_ends_normally_with_no_front(tiny_model_dir, glue_dir, tmp_path):
+    """With nothing finite to put on a front, `run` still ends normally: the summary says why there is no
+    front (what `run` prints), the parent run is FINISHED and the diverged run is recorded and tagged."""
+    from sweeps.cli import format_fronts
+    from sweeps.run import run_sweep
+    from sweeps.spec import parse_spec
+
+    values = {"name": "allnan", "model": tiny_model_dir, "tasks": ["stsb"], "train_sizes": [64], "epochs": 1,
+              "trial": {"max_length": 32, "cache_dir": str(tmp_path / "cache"), "glue_dir": str(glue_dir)},
+              "methods": {"qrlora": {"layers": "last:1", "tau": 0.5, "lr": DIVERGING_LR, "head_lr": DIVERGING_LR}},
+              "resources": {"cpus": 1}, "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+              "storage_path": str(tmp_path / "results")}
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        summary = run_sweep(parse_spec(values), values, pareto_dir=tmp_path / "pareto")
+    finally:
+        os.chdir(cwd)
+        ray.shutdown()
+    assert summary["fronts"] == {}
+    assert format_fronts(summary) == ("no front: experiment 'allnan' has no FINISHED trial runs with metrics "
+                                      "'score' and 'trainable_params'")
+    client = mlflow.MlflowClient(values["tracking_uri"])
+    experiment = client.get_experiment_by_name("allnan")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")
+    (trial,) = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'")
+    assert parent.info.status == "FINISHED" and trial.info.status == "FINISHED"
+    assert trial.data.tags["non_finite"] == "true" and math.isnan(trial.data.metrics["score"])

@@ -104,6 +104,16 @@ def test_multi_objective_and_asha_conflict():
         parse_spec(values)
 
 
+def test_asha_in_a_grid_of_several_training_sizes_is_refused():
+    values = with_change("train_sizes", [2000, 10000])
+    values["scheduler"] = {"name": "asha"}
+    with pytest.raises(ValueError, match="^scheduler.name: asha in a grid would rank every training size at one "
+                                         "rung; give the grid one train size, or use search.algorithm optuna"):
+        parse_spec(values)
+    values["search"] = {"algorithm": "optuna"}
+    assert parse_spec(values).scheduler.name == "asha"  # one experiment (and ASHA) per size
+
+
 def test_define_by_run_yields_only_valid_conditional_configs():
     spec = parse_spec({
         "name": "space", "tasks": ["rte"], "train_sizes": [2000, 10000], "seeds": [0, 1],
