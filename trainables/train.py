@@ -89,9 +89,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                                                    resume_state, prefix):
         metrics = evaluate(model, splits, collate, config, device, prefix)
         best = best_epoch(best, epoch, metrics["score"])
-        # train_rows: the examples actually used (a train_size above the task's train set means all of it)
-        record = {**config.method_params(), "train_rows": len(train_data), "epoch": epoch, "train_loss": loss,
-                  **metrics, **best,
+        record = {**config.method_params(), "train_rows": len(train_data),  # used: at most the task's rows
+                  "epoch": epoch, "train_loss": loss, **metrics, **best,
                   **warmup_fields(warmup, metrics["score"]), **report_fields(report),
                   "prefix_layer": prefix.start if prefix else None, "prefix_cache_hit": prefix_hit,
                   "prefix_time_s": prefix_seconds, "train_time_s": train_seconds,
