@@ -49,7 +49,7 @@ METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epo
 # seeds' rungs joined by ";"), empty for a run that trained its full budget
 CSV_COLUMNS = ("run_id", *CONDITION_COLUMNS, "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri",
                STOPPED_TAG)
-SEED_COLUMNS = ("score_std", "n", "run_ids")  # --aggregate seeds: the front of configuration means
+SEED_COLUMNS = ("score_std", "n", "failed", "run_ids")  # --aggregate seeds: the front of configuration means
 AGGREGATES = ("none", "seeds")
 OUTPUT_FILES = ("pareto.csv", "pareto.json", "pareto.png")
 TRIAL_FILTER = "tags.\"qrlora.role\" = 'trial' AND attributes.status = 'FINISHED'"
@@ -148,7 +148,7 @@ def export_pareto(
         runs, stopped = full_budget(runs, include_stopped)
     rows = [row for run in runs if (row := _trial_row(run, metric)) is not None and row[x] is not None]
     if aggregate == "seeds":
-        rows = _seed_means(rows, [run for run in runs if run.info.run_id in {row["run_id"] for row in rows}])
+        rows = _seed_means(rows, runs, metric)
     if not rows:
         raise NoFrontError(
             f"experiment {experiment!r} has no FINISHED trial runs with metrics {metric!r} and {x!r}"
@@ -219,19 +219,26 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
             return runs
 
 
-def _seed_means(rows: list[dict], runs: list[Run]) -> list[dict]:
+def _seed_means(rows: list[dict], runs: list[Run], metric: str) -> list[dict]:
     """One row per task and configuration: the mean score over its seeds (`score_std`, `n`, `run_ids`),
-    a repeat of a seed counted once; counts are the seeds' mean (QR-LoRA ranks can differ by seed)."""
+    a repeat of a seed counted once; counts are the seeds' mean (QR-LoRA ranks can differ by seed). A
+    seed with a NaN or infinite score is a failed seed, as in `report`: left out of the mean and counted
+    (`failed`); a configuration whose every seed failed has no point."""
     by_id = {row["run_id"]: row for row in rows}
+    runs = [run for run in runs if run.info.run_id in by_id
+            or (metric in run.data.metrics and not finite(run.data.metrics[metric]))]
     fields = config_fields(runs)
     means = []
     for _, config_runs in group(runs, ["task", *fields]).items():
-        score = cell(config_runs, lambda run: by_id[run.info.run_id]["score"])
+        score = cell(config_runs, lambda run: run.data.metrics[metric])
+        if not score:
+            continue
         newest = by_id[score.run_ids[-1]]
         counts = {name: round(statistics.fmean(by_id[run_id][name] for run_id in score.run_ids))
                   for name in COUNT_COLUMNS if newest[name] is not None}
         rungs = [by_id[run_id][STOPPED_TAG] for run_id in score.run_ids if by_id[run_id][STOPPED_TAG]]
         means.append({**newest, **counts, "score": score.mean, "score_std": score.std, "n": score.n,
+                      "failed": len(score.failed),
                       "run_ids": ";".join(score.run_ids), "adapter_uri": None,
                       STOPPED_TAG: ";".join(rungs) or None})
     return means

@@ -1,5 +1,6 @@
 """`qrlora-sweep report` and `pareto --aggregate seeds`: every cell against a direct computation."""
 import csv
+import math
 import json
 import os
 import statistics
@@ -158,7 +159,27 @@ def test_seed_aggregated_front_is_the_brute_force_front_of_configuration_means(s
             key = (row["method"], row["tau"] or row["rank"])
             assert row["score"] == pytest.approx(means[key][0]) and row["n"] == len(CONFIGS[key])
     header = open(tmp_path / "pareto.csv").readline().strip().split(",")
-    assert header[-3:] == ["score_std", "n", "run_ids"]
+    assert header[-4:] == ["score_std", "n", "failed", "run_ids"]
+
+
+def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
+    """A NaN seed is left out of a configuration's mean and counted in `failed` (not silently dropped);
+    a configuration whose every seed diverged has no point."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("diverged-seed", artifact_location=(root / "diverged-seed").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    for seed, score in enumerate([0.80, 0.84, math.nan]):
+        log_run(client, experiment, parent, "qrlora", "0.5", seed, "sst2", [score], False)
+    for seed in range(2):
+        log_run(client, experiment, parent, "lora", "2", seed, "sst2", [math.nan], False)
+    summary = export_pareto("diverged-seed", tmp_path, uri, aggregate="seeds")
+    (front,) = summary["fronts"].values()
+    assert front["n_runs"] == 1
+    (row,) = front["front"]
+    assert (row["method"], row["n"], row["failed"]) == ("qrlora", 2, 1)
+    assert row["score"] == pytest.approx(0.82)
+    (line,) = list(csv.DictReader(open(tmp_path / "pareto.csv")))
+    assert (line["n"], line["failed"]) == ("2", "1")
 
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
