@@ -360,7 +360,7 @@ def _restored_recorder(sweep: str, searcher) -> TrialRecorder:
 
 OPTUNA_TAG = "optuna_trial_number"  # on a trial run of an optuna/random sweep: its configuration's Optuna trial
 # Record fields that describe a trial rather than measure it: tags, not metrics.
-RECORD_TAGS = ("node_id", "device", "prefix_layer", "warmup_key")
+RECORD_TAGS = ("node_id", "device", "prefix_layer", "warmup_key", "predictions_digest")
 # Record fields that are measurements (besides the task's dev metrics, warmup/*, ranks/* and epochs_run).
 MEASUREMENTS = ("train_rows", "train_loss", "score", "best_score", "best_epoch", "score_gain", "adapter_params",
                 "trainable_params", "total_params", "train_time_s", "prefix_time_s", "wall_time_s", "throughput",

@@ -16,6 +16,7 @@ import yaml
 from sweeps.space import DefineByRun, trial_config
 from sweeps.spec import load_spec, parse_spec
 from trainables.config import TrialConfig
+from trainables.predictions import digest, load_predictions, split_metrics
 
 SPECS = Path(__file__).parents[1] / "sweeps"
 VALID = {"name": "demo", "tasks": ["sst2"], "methods": {"qrlora": {"tau": [0.3, 0.5]}, "full": {}}}
@@ -293,6 +294,11 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
         assert json.loads(inputs["sst2-train-48"].dataset.profile) == {"num_rows": 48}
         assert json.loads(inputs["sst2-validation"].dataset.profile) == {"num_rows": 872}
         assert {tag.value for tag in inputs["sst2-train-48"].tags} == {"train"}
+        # Beside the kept (best) adapter: that epoch's dev predictions, the digest the run's tag names.
+        (downloads := work / "downloads" / run.info.run_id).mkdir(parents=True, exist_ok=True)
+        predictions = load_predictions(client.download_artifacts(run.info.run_id, "predictions", str(downloads)))
+        assert run.data.tags["predictions_digest"] == digest(predictions)
+        assert split_metrics("sst2", predictions)["score"] == run.data.metrics["best_score"]
         # The adapter's base, the warm-up checkpoint, is logged once to the parent run and referenced.
         key = run.data.tags["warmup_key"]
         assert run.data.tags["warmup_uri"] == f"runs:/{parent.info.run_id}/warmup/{key}"

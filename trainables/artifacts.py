@@ -8,6 +8,8 @@
     spectra.json  QR-LoRA: |R_ii| per adapted module
     adapter.json  what the adapter applies to (the pretrained model, or a warm-up checkpoint by cache
                   key), its epoch and score
+    predictions/  the same epoch's dev predictions per example, `<split>.npz` (trainables.predictions);
+                  their digest is the record's `predictions_digest`
 
 The directory is rewritten whole (a new copy renamed into place) after each epoch the trial keeps.
 """
@@ -28,6 +30,7 @@ from qrlora.apply import unwrap
 
 from .config import TrialConfig
 from .models import resolve_model
+from .predictions import PREDICTIONS_DIR, Predictions, save_predictions
 
 INFO_FILE = "adapter.json"
 SPECTRA_FILE = "spectra.json"
@@ -52,8 +55,9 @@ def _restore_head(model: nn.Module, weights: Path) -> None:
 
 
 def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory: Path, record: dict[str, Any],
-         warmup_key: str | None) -> None:
-    """Write the trial's adapter as it is now (see the module docstring) to `directory`."""
+         warmup_key: str | None, predictions: Predictions) -> None:
+    """Write the trial's adapter as it is now, and the dev predictions of the same epoch (see the module
+    docstring), to `directory`."""
     staging = directory.with_name(f"{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -75,11 +79,12 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
     spectra = {name: module.spectrum for name, module in report.modules.items() if module.spectrum}
     if spectra:
         (staging / SPECTRA_FILE).write_text(json.dumps(spectra))
+    predictions_digest = save_predictions(staging / PREDICTIONS_DIR, predictions)
     info = {"method": config.method, "formats": formats, "epoch": record["epoch"], "score": record["score"],
             "keep": config.keep, "num_labels": unwrap(model).config.num_labels,
             "base": {"model": config.model, "path": resolve_model(config.model, config.resolved_cache_dir()),
                      "warmup_key": warmup_key},
-            "ranks": report.ranks}
+            "ranks": report.ranks, "predictions_digest": predictions_digest}
     if config.method == "svd_lora":
         info["peft_rank"] = 2 * config.rank
         info["note"] = (f"PiSSA converted to plain LoRA for the original base weights: rank {2 * config.rank} "

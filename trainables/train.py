@@ -23,10 +23,10 @@ from qrlora.targets import head_module_names
 
 from .config import TrialConfig
 from .glue import get_task, load_split, subsample
-from .metrics import compute_metrics
 from .content import data_digest
 from .models import load_model, load_tokenizer
 from .precision import autocast
+from .predictions import Predictions, digest, split_metrics, split_predictions
 from .prefix import (FrozenPrefix, PrefixStates, bypassed, cached_states, compute_states, frozen_prefix,
                      prefix_key, weights_digest)
 from .warmup import Warmup, warmed_up
@@ -63,7 +63,7 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                 pass
 
         warmup = warmed_up(model, config, train_data, full_finetuning_warmup,
-                           lambda: evaluate(model.to(device), eval_splits, collate, config, device),
+                           lambda: evaluate(model.to(device), eval_splits, collate, config, device)[0],
                            dev_data=eval_data, device=device)
     # One fixed point for every random draw of the method (LoRA's A, dropout): a warm-up loaded from the
     # cache and one just computed leave the same generator state behind.
@@ -83,12 +83,16 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
 
     record: dict[str, Any] = {}
     best = resume_state.get("best") if resume_state else None
+    kept_digest = resume_state.get("predictions_digest") if resume_state else None
     datasets = dataset_fields(config, train_data, eval_data)
     for epoch, loss, train_seconds, state in train(model, train_split, collate, config, device, config.lr,
                                                    config.head_lr, config.epochs, progress, config.method,
                                                    resume_state, prefix):
-        metrics = evaluate(model, splits, collate, config, device, prefix)
+        metrics, predictions = evaluate(model, splits, collate, config, device, prefix)
         best = best_epoch(best, epoch, metrics["score"])
+        kept = config.keep == "last" or best["best_epoch"] == epoch
+        if kept:  # the kept epoch's predictions: stored beside its adapter, their digest in every record
+            kept_digest = digest(predictions)
         record = {**config.method_params(), "train_rows": len(train_data),  # used: at most the task's rows
                   "epoch": epoch, "train_loss": loss, **metrics, **best,
                   **warmup_fields(warmup, metrics["score"]), **report_fields(report),
@@ -96,10 +100,10 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                   "prefix_time_s": prefix_seconds, "train_time_s": train_seconds,
                   "throughput": epoch * len(train_data) / train_seconds if train_seconds else 0.0,
                   "wall_time_s": state["wall_time_s"] + time.perf_counter() - started, "device": device.type,
-                  "datasets": datasets}
-        state["wall_time_s"], state["best"] = record["wall_time_s"], best
-        if artifacts_dir and (config.keep == "last" or best["best_epoch"] == epoch):
-            artifacts.save(model, report, config, artifacts_dir, record, warmup.key if warmup else None)
+                  "datasets": datasets, "predictions_digest": kept_digest}
+        state["wall_time_s"], state["best"], state["predictions_digest"] = record["wall_time_s"], best, kept_digest
+        if artifacts_dir and kept:
+            artifacts.save(model, report, config, artifacts_dir, record, warmup.key if warmup else None, predictions)
         if progress:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.4f} score {metrics['score']:.4f}", file=sys.stderr)
         if on_epoch:
@@ -301,19 +305,18 @@ def parameter_groups(model, lr: float, head_lr: float) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def evaluate(model, eval_splits: dict[str, Split], collate, config: TrialConfig, device,
-             prefix: FrozenPrefix | None = None) -> dict[str, float]:
-    """Dev metrics of every eval split, plus the task's headline `score`."""
+             prefix: FrozenPrefix | None = None) -> tuple[dict[str, float], Predictions]:
+    """Dev metrics of every eval split, plus the task's headline `score`; and the per-example predictions
+    they come from (`trainables.predictions`)."""
     model.eval()
-    regression = get_task(config.task).num_labels == 1
-    predictions, labels = {}, {}
+    task = get_task(config.task)
+    predictions = {}
     for name, split in eval_splits.items():
         dataset = split.dataset
-        split_predictions = torch.empty(len(dataset), dtype=torch.float32 if regression else torch.long)
+        split_logits = torch.empty(len(dataset), task.num_labels, dtype=torch.float32)
         with bypassed(prefix) if prefix else nullcontext() as fed:
             for batch in batches(split, collate, config):
-                rows = batch["row"]
-                logits = forward(model, batch, fed, device, labels=False).logits.float().cpu()
-                split_predictions[rows] = logits.squeeze(-1) if regression else logits.argmax(-1)
-        predictions[name] = split_predictions.numpy()
-        labels[name] = np.asarray(dataset["label"][:])
-    return compute_metrics(config.task, predictions, labels)
+                split_logits[batch["row"]] = forward(model, batch, fed, device, labels=False).logits.float().cpu()
+        predictions[name] = split_predictions(split_logits.numpy(), np.asarray(dataset["label"][:]),
+                                              regression=task.num_labels == 1)
+    return split_metrics(config.task, predictions), predictions
