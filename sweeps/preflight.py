@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from trainables.config import TrialConfig
-from trainables.glue import get_task, load_split
+from trainables.glue import get_task, holdout_rows, load_split
 
 from .spec import SweepSpec
 from .target_sets import target_problems
@@ -43,13 +43,15 @@ def train_size_notes(spec: SweepSpec) -> list[str]:
     for task in spec.tasks:
         try:
             rows = len(load_split(task, "train", glue_dir))
+            fold = holdout_rows(spec.holdout_size, rows) if spec.selection == "holdout" else 0
         except Exception:  # noqa: BLE001 - preflight reports it
             continue
-        above = [size for size in spec.train_sizes if size is not None and size > rows]
+        above = [size for size in spec.train_sizes if size is not None and size > rows - fold]
         if above:
             sizes = ", ".join(str(size) for size in above)
-            notes.append(f"{task}: train_sizes {sizes} exceed its {rows:,} training examples; "
-                         f"those trials train on all {rows:,} (recorded as train_rows)")
+            kept = f" less the {fold:,}-row holdout fold" if fold else ""
+            notes.append(f"{task}: train_sizes {sizes} exceed its {rows:,} training examples{kept}; "
+                         f"those trials train on all {rows - fold:,} (recorded as train_rows)")
     return notes
 
 
@@ -91,10 +93,16 @@ def _data(spec: SweepSpec) -> list[str]:
     for task in spec.tasks:
         for split in get_task(task).splits:
             try:
-                load_split(task, split, glue_dir)
+                rows = len(load_split(task, split, glue_dir))
             except Exception as error:  # noqa: BLE001 - the loaders' messages name the file and line
                 source = "" if glue_dir else f"data: {task} {split} from the Hub: "
                 problems.append(source + _first_line(error))
+                continue
+            if split == "train" and spec.selection == "holdout":
+                try:
+                    holdout_rows(spec.holdout_size, rows)
+                except ValueError as error:
+                    problems.append(f"{error} ({task})")
     return problems
 
 

@@ -99,7 +99,7 @@ def build_tuner(spec: SweepSpec, experiment: Experiment, launch: SweepLaunch) ->
     """`search.samples` for optuna/random: configurations per task and training size, each run once per
     seed (samples x len(seeds) Ray trials per experiment)."""
     single = len(spec.objectives) == 1
-    metric, mode = ("score", "max") if single else (None, None)
+    metric, mode = (spec.result_keys[0], "max") if single else (None, None)
     param_space: dict[str, Any] = {}
     task = experiment.task
     if spec.search.algorithm == "grid":
@@ -113,9 +113,9 @@ def build_tuner(spec: SweepSpec, experiment: Experiment, launch: SweepLaunch) ->
         sampler_class = optuna.samplers.TPESampler if spec.search.algorithm == "optuna" else \
             optuna.samplers.RandomSampler
         search = SeedRepeater(NamedOptunaSearch(
-            metric_names=spec.objectives, space=DefineByRun(spec, task, experiment.train_sizes[0]),
+            metric_names=spec.objective_names, space=DefineByRun(spec, task, experiment.train_sizes[0]),
             space_digest=space_digest(spec, experiment.train_sizes),
-            metric=spec.objectives if not single else "score",
+            metric=spec.result_keys if not single else spec.result_keys[0],
             mode=spec.modes if not single else "max", sampler=sampler_class(seed=spec.search.seed),
             study_name=experiment.name, storage=optuna.storages.RDBStorage(spec.search.storage)), spec.seeds)
         num_samples = spec.search.samples * len(spec.seeds)
@@ -125,7 +125,7 @@ def build_tuner(spec: SweepSpec, experiment: Experiment, launch: SweepLaunch) ->
     if spec.scheduler.name == "asha":
         scheduler = ResumableASHAScheduler(time_attr="training_iteration", **rungs)
     elif spec.scheduler.name == "mo_asha":
-        scheduler = MOASHAScheduler(dict(zip(spec.objectives, spec.modes)), time_attr="training_iteration", **rungs)
+        scheduler = MOASHAScheduler(dict(zip(spec.result_keys, spec.modes)), time_attr="training_iteration", **rungs)
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=search, num_samples=num_samples, metric=metric, mode=mode,

@@ -23,8 +23,11 @@ METHOD_FIELDS = {
     "full": {"lr", "head_lr"},
 }
 VARIANTS = "variants"  # a list of joint settings, e.g. [{layers: last:4, matrices: q}, {layers: all, matrices: o}]
-SPEC_KEYS = ("name", "tasks", "model", "methods", "train_sizes", "seeds", "epochs", "warmup_epochs", "trial",
-             "search", "scheduler", "objectives", "resources", "tracking_uri", "storage_path")
+SPEC_KEYS = ("name", "tasks", "model", "methods", "train_sizes", "seeds", "epochs", "warmup_epochs", "selection",
+             "holdout_size", "trial", "search", "scheduler", "objectives", "resources", "tracking_uri", "storage_path")
+# The result key each objective is judged on while the sweep runs (Optuna, asha, mo_asha): the score on the
+# selection split (dev, or the holdout fold), never the reported dev score when a holdout selects.
+RESULT_KEYS = {"score": "selection_score"}
 
 
 def _fail(path: str, message: str) -> None:
@@ -59,6 +62,8 @@ class SweepSpec:
     seeds: list[int] = field(default_factory=lambda: [0])
     epochs: int = 3
     warmup_epochs: int = 0
+    selection: str = "dev"  # dev: GLUE's dev split selects and is reported; holdout: a fold of train selects
+    holdout_size: int | None = None  # rows of the holdout fold; None: 500, or a tenth of the train split
     trial: dict[str, Any] = field(default_factory=dict)  # any other TrialConfig field, fixed for every trial
     search: Search = field(default_factory=Search)
     scheduler: Scheduler = field(default_factory=Scheduler)
@@ -71,10 +76,22 @@ class SweepSpec:
     def modes(self) -> list[str]:
         return [OBJECTIVES[name] for name in self.objectives]
 
+    @property
+    def result_keys(self) -> list[str]:
+        """The objectives as the trial results name them (`score` is judged on the selection split)."""
+        return [RESULT_KEYS.get(name, name) for name in self.objectives]
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The objectives as the Optuna study names them: `holdout/score` when the holdout fold selects."""
+        return [f"holdout/{name}" if name == "score" and self.selection == "holdout" else name
+                for name in self.objectives]
+
     def base_config(self, task: str) -> dict[str, Any]:
         """What every trial of `task` shares."""
         return {**self.trial, "task": task, "model": self.model, "epochs": self.epochs,
-                "warmup_epochs": self.warmup_epochs, "cpus": self.resources["cpus"], "gpus": self.resources["gpus"]}
+                "warmup_epochs": self.warmup_epochs, "selection": self.selection, "holdout_size": self.holdout_size,
+                "cpus": self.resources["cpus"], "gpus": self.resources["gpus"]}
 
     def grid(self, task: str) -> list[dict[str, Any]]:
         """Every complete trial config of a grid sweep for one task.
@@ -157,7 +174,7 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     scheduler = _section(Scheduler, "scheduler", values.get("scheduler"))
     spec = SweepSpec(name=values["name"], tasks=tasks, methods=methods, search=search, scheduler=scheduler,
                      **{key: values[key] for key in ("model", "train_sizes", "seeds", "epochs", "warmup_epochs",
-                                                     "trial", "objectives", "resources", "tracking_uri",
+                                                     "selection", "holdout_size", "trial", "objectives", "resources", "tracking_uri",
                                                      "storage_path") if key in values})
     _check_names("search.algorithm", search.algorithm, ALGORITHMS)
     _check_names("scheduler.name", scheduler.name, SCHEDULERS)
@@ -189,7 +206,8 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     spec.resources = {"cpus": 1.0, "gpus": 0.0, **spec.resources}
     if not isinstance(spec.train_sizes, list) or not spec.train_sizes:
         _fail("train_sizes", "must be a non-empty list of integers (or null for the whole train set)")
-    reserved = {"task", "method", "train_size", "seed", "model", "epochs", "warmup_epochs", "cpus", "gpus"}
+    reserved = {"task", "method", "train_size", "seed", "model", "epochs", "warmup_epochs", "selection",
+                "holdout_size", "cpus", "gpus"}
     if not isinstance(spec.trial, dict) or reserved & set(spec.trial):
         _fail("trial", f"must be a mapping of TrialConfig fields other than {', '.join(sorted(reserved))}")
     _validate_trial(spec, "trial", {})
@@ -248,7 +266,7 @@ def _validate_trial(spec: SweepSpec, path: str, values: dict[str, Any]) -> None:
             path = f"trial.{field_name}"
         elif not message or field_name not in TrialConfig.__dataclass_fields__:
             message = str(error)
-        elif field_name in ("epochs", "warmup_epochs", "model"):
+        elif field_name in ("epochs", "warmup_epochs", "model", "selection", "holdout_size"):
             path = field_name
         elif path.startswith("methods."):
             method = path.split(".")[1]

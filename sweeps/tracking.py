@@ -361,8 +361,9 @@ def _restored_recorder(sweep: str, searcher) -> TrialRecorder:
 OPTUNA_TAG = "optuna_trial_number"  # on a trial run of an optuna/random sweep: its configuration's Optuna trial
 # Record fields that describe a trial rather than measure it: tags, not metrics.
 RECORD_TAGS = ("node_id", "device", "prefix_layer", "warmup_key", "predictions_digest")
-# Record fields that are measurements (besides the task's dev metrics, warmup/*, ranks/* and epochs_run).
-MEASUREMENTS = ("train_rows", "train_loss", "score", "best_score", "best_epoch", "score_gain", "adapter_params",
+# Record fields that are measurements (besides the task's dev metrics, warmup/*, holdout/*, ranks/* and epochs_run).
+MEASUREMENTS = ("train_rows", "holdout_rows", "train_loss", "score", "selection_score", "best_score",
+                "best_selection_score", "best_epoch", "score_gain", "adapter_params",
                 "trainable_params", "total_params", "train_time_s", "prefix_time_s", "wall_time_s", "throughput",
                 "warmup_cache_hit", "prefix_cache_hit")
 
@@ -370,7 +371,7 @@ MEASUREMENTS = ("train_rows", "train_loss", "score", "best_score", "best_epoch",
 def record_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The measurements of one epoch's record, as MLflow metrics (cache hits as 0/1)."""
     names = [*MEASUREMENTS, *get_task(record["task"]).metrics,
-             *(key for key in record if key.startswith("warmup/"))]
+             *(key for key in record if key.startswith(("warmup/", "holdout/")))]
     metrics = {name: float(record[name]) for name in names if isinstance(record.get(name), (int, float))}
     metrics.update({f"ranks/{module}": float(rank) for module, rank in (record.get("ranks") or {}).items()})
     if isinstance(record.get("epoch"), int):  # the latest value: epochs trained in all (fewer when asha stopped it)

@@ -54,10 +54,17 @@ SPEC_CASES = [
     ("train-size-0", {"train_sizes": [0]}, "train_sizes: must be an integer >= 1 or null (all), got 0"),
     ("resources-key", {"resources": {"tpus": 1}}, "resources: only cpus and gpus, each a number >= 0"),
     ("name", {"name": "my sweep"}, "name: must be letters, digits, '-' or '_', got 'my sweep'"),
+    ("selection", {"selection": "test"}, "selection: unknown 'test'; choose one of dev, holdout"),
+    ("holdout-size-with-dev", {"holdout_size": 100},
+     "holdout_size: must be an integer >= 1 with selection 'holdout', or null; got 100 with selection 'dev'"),
+    ("trial-selection", {"trial.selection": "holdout"}, "trial: must be a mapping of TrialConfig fields other than"),
     # Found by preflight: the spec parses, but a trial could never run.
     ("model-missing", {"model": "/nonexistent/model"}, "model: cannot load '/nonexistent/model': "),
     ("gpus-absent", {"resources": {"gpus": 0.5}}, "resources.gpus: each trial asks for 0.5 but the cluster has 0 GPUs in all"),
     ("cpus-too-many", {"resources": {"cpus": 512}}, "resources.cpus: each trial asks for 512 but the cluster has"),
+    ("holdout-too-large", {"selection": "holdout", "holdout_size": 70000},
+     "holdout_size: must be an integer from 1 to 67,348 (the train split has 67,349 rows and at least one must "
+     "stay for training), got 70000 (sst2)"),
     ("tracking-unreachable", {"tracking_uri": "http://127.0.0.1:{port}"},
      "tracking_uri: cannot reach the MLflow server at http://127.0.0.1:{port}: "),
     ("tracking-folder-missing", {"tracking_uri": "sqlite:///{work}/a-file/mlflow.db"},

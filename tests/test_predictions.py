@@ -59,7 +59,8 @@ def test_keep_best_stores_the_best_epochs_predictions(glue_dir, tiny_model_dir, 
     monkeypatch.setattr(train, "evaluate", spy)
     # Epoch 1 stays the best whatever the tiny model learns, so the last epoch's predictions are not kept.
     monkeypatch.setattr(train, "best_epoch",
-                        lambda best, epoch, score: dict(best) if best else {"best_score": score, "best_epoch": epoch})
+                        lambda best, epoch, selection_score, score: dict(best) if best else
+                        {"best_score": score, "best_epoch": epoch, "best_selection_score": selection_score})
     artifacts_dir = tmp_path / "artifacts"
     record = run_trial(short(tiny_model_dir, glue_dir, "rte", epochs=2, keep="best"),
                        on_epoch=lambda record, state: records.append(record), artifacts_dir=artifacts_dir)

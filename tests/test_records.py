@@ -66,8 +66,17 @@ def test_best_epoch_keeps_the_earlier_of_tied_scores():
     for epoch, score in enumerate([0.5, 0.7, 0.7, 0.6], start=1):
         best = best_epoch(best, epoch, score)
         history.append(best)
-    assert history == [{"best_score": 0.5, "best_epoch": 1}, {"best_score": 0.7, "best_epoch": 2},
-                       {"best_score": 0.7, "best_epoch": 2}, {"best_score": 0.7, "best_epoch": 2}]
+    assert [(entry["best_epoch"], entry["best_score"], entry["best_selection_score"]) for entry in history] == \
+        [(1, 0.5, 0.5), (2, 0.7, 0.7), (2, 0.7, 0.7), (2, 0.7, 0.7)]
+
+
+def test_the_selection_split_picks_the_best_epoch_and_dev_is_only_reported():
+    """A run where the holdout fold and dev disagree: dev peaks at epoch 1, the holdout at epoch 3. The
+    best epoch is the holdout's, and `best_score` is dev's score at that epoch, not dev's own best."""
+    best = None
+    for epoch, (holdout, dev) in enumerate([(0.60, 0.90), (0.70, 0.80), (0.75, 0.70), (0.75, 0.95)], start=1):
+        best = best_epoch(best, epoch, holdout, dev)
+    assert best == {"best_epoch": 3, "best_selection_score": 0.75, "best_score": 0.70}
 
 
 def test_a_non_finite_score_never_becomes_the_best():

@@ -277,7 +277,8 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
         metrics = set(run.data.metrics)
         assert not {key for key in metrics if key.startswith("config/")}
         assert not metrics & RAY_INTERNALS and not metrics & hyper, metrics & (RAY_INTERNALS | hyper)
-        expected = {"score", "accuracy", "best_score", "best_epoch", "train_loss", "warmup/score", "warmup/accuracy",
+        expected = {"score", "accuracy", "best_score", "best_epoch", "selection_score", "best_selection_score",
+                    "train_loss", "warmup/score", "warmup/accuracy",
                     "score_gain", "adapter_params", "trainable_params", "total_params", "wall_time_s",
                     "train_time_s", "prefix_time_s", "throughput", "warmup_cache_hit", "prefix_cache_hit",
                     "epochs_run", "train_rows"}

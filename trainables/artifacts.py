@@ -9,7 +9,8 @@
     adapter.json  what the adapter applies to (the pretrained model, or a warm-up checkpoint by cache
                   key), its epoch and score
     predictions/  the same epoch's dev predictions per example, `<split>.npz` (trainables.predictions);
-                  their digest is the record's `predictions_digest`
+                  their digest is the record's `predictions_digest`; `predictions/warmup/<split>.npz`: the
+                  warm-up checkpoint's, on the dev splits (what a claim about the warm-up row reads)
 
 The directory is rewritten whole (a new copy renamed into place) after each epoch the trial keeps.
 """
@@ -30,7 +31,7 @@ from qrlora.apply import unwrap
 
 from .config import TrialConfig
 from .models import resolve_model
-from .predictions import PREDICTIONS_DIR, Predictions, save_predictions
+from .predictions import PREDICTIONS_DIR, WARMUP_PREDICTIONS, Predictions, save_predictions
 
 INFO_FILE = "adapter.json"
 SPECTRA_FILE = "spectra.json"
@@ -55,9 +56,9 @@ def _restore_head(model: nn.Module, weights: Path) -> None:
 
 
 def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory: Path, record: dict[str, Any],
-         warmup_key: str | None, predictions: Predictions) -> None:
-    """Write the trial's adapter as it is now, and the dev predictions of the same epoch (see the module
-    docstring), to `directory`."""
+         warmup_key: str | None, predictions: Predictions, warmup_predictions: Predictions | None = None) -> None:
+    """Write the trial's adapter as it is now, the dev predictions of the same epoch and those of its warm-up
+    checkpoint (see the module docstring), to `directory`."""
     staging = directory.with_name(f"{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -80,6 +81,8 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
     if spectra:
         (staging / SPECTRA_FILE).write_text(json.dumps(spectra))
     predictions_digest = save_predictions(staging / PREDICTIONS_DIR, predictions)
+    if warmup_predictions:
+        save_predictions(staging / PREDICTIONS_DIR / WARMUP_PREDICTIONS, warmup_predictions)
     info = {"method": config.method, "formats": formats, "epoch": record["epoch"], "score": record["score"],
             "keep": config.keep, "num_labels": unwrap(model).config.num_labels,
             "base": {"model": config.model, "path": resolve_model(config.model, config.resolved_cache_dir()),

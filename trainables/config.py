@@ -22,6 +22,9 @@ DEFAULT_HEAD_LR = {"cold": {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-1},
 # 0.063 on SST-2 dev): its heads do best at 1e-3 (grid on SST-2 2k, cold, README), so that is its default.
 MODEL_HEAD_LR = {smollm2.NAME: 1e-3}
 KEEP = ("last", "best")
+# Which split selects (best epoch, `keep: best`, the search's objective, early stopping): GLUE's dev split,
+# which is then also the one reported, or a holdout fold carved from the train split (`trainables.glue.holdout`).
+SELECTION = ("dev", "holdout")
 DEFAULT_LORA_RANK = 2
 CACHES = ("basis", "warmup", "prefix")
 
@@ -63,6 +66,8 @@ class TrialConfig:
     train_size: int | None = 10_000
     max_length: int = 128
     glue_dir: str | None = None
+    selection: str = "dev"
+    holdout_size: int | None = None  # selection 'holdout': rows of the fold; None: 500, or a tenth of train
     # optimisation
     epochs: int = 3
     lr: float | None = None  # None: DEFAULT_LR[method]
@@ -118,6 +123,12 @@ class TrialConfig:
                                           ("weight_decay", 0, None, False), ("warmup_ratio", 0, 1, False),
                                           ("alpha", 0, None, True)):
             _check_number(name, getattr(self, name), low, high, low_open, optional=name in ("lr", "head_lr", "alpha"))
+        if self.selection not in SELECTION:
+            raise ValueError(f"selection: unknown {self.selection!r}; choose one of {', '.join(SELECTION)}")
+        if self.holdout_size is not None and (self.selection != "holdout" or isinstance(self.holdout_size, bool)
+                                              or not isinstance(self.holdout_size, int) or self.holdout_size < 1):
+            raise ValueError(f"holdout_size: must be an integer >= 1 with selection 'holdout', or null; got "
+                             f"{self.holdout_size!r} with selection {self.selection!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: unknown {self.keep!r}; choose one of {', '.join(KEEP)}")
         if self.lr is None:
@@ -160,7 +171,9 @@ class TrialConfig:
         """The keys that matter for this method (a LoRA trial has no tau): what records show."""
         common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "head_lr", "batch_size",
                   "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs", "group_by_length",
-                  "caches", "keep"]
+                  "caches", "keep", "selection"]
+        if self.selection == "holdout":
+            common.append("holdout_size")
         if self.warmup_epochs:
             common.append("warmup_lr")
         if self.method != "full":

@@ -197,14 +197,43 @@ def _score(raw: str, where: str) -> float:
     return value
 
 
-def subsample(dataset: datasets.Dataset, size: int | None, seed: int) -> datasets.Dataset:
-    """The first min(size, len) rows of one seeded permutation (None = all rows).
+def subsample(dataset: datasets.Dataset, size: int | None, seed: int, holdout_rows: int = 0) -> datasets.Dataset:
+    """The first min(size, len - holdout_rows) rows of one seeded permutation (None = all of them).
 
     One permutation per seed makes a smaller subsample a prefix of a larger one,
-    so train-size sweeps compare nested training sets.
+    so train-size sweeps compare nested training sets; the permutation's last
+    `holdout_rows` rows are the selection fold (`holdout`), never trained on.
     """
     if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
         raise ValueError(f"train_size: must be a positive integer or None, got {size!r}")
     order = np.random.default_rng(seed).permutation(len(dataset))
-    count = len(dataset) if size is None else min(int(size), len(dataset))
+    available = len(dataset) - _checked_holdout(holdout_rows, len(dataset))
+    count = available if size is None else min(int(size), available)
     return dataset.select(order[:count])
+
+
+def holdout(dataset: datasets.Dataset, rows: int, seed: int) -> datasets.Dataset:
+    """The selection fold: the last `rows` rows of the seed's permutation of the train split.
+
+    Fixed per seed and disjoint from every training subset of that seed (those are prefixes of the
+    same permutation, cut before the fold), so every trial of a seed selects on the same examples.
+    """
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    return dataset.select(order[len(dataset) - _checked_holdout(rows, len(dataset)):])
+
+
+def default_holdout_rows(train_rows: int) -> int:
+    """500 rows, or a tenth of the train split when that is smaller (RTE: 249 of 2,490)."""
+    return min(500, train_rows // 10)
+
+
+def holdout_rows(holdout_size: int | None, train_rows: int) -> int:
+    """The fold's size: `holdout_size` as given, or the default for a train split of `train_rows`."""
+    return default_holdout_rows(train_rows) if holdout_size is None else _checked_holdout(holdout_size, train_rows)
+
+
+def _checked_holdout(rows: int, train_rows: int) -> int:
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or not 0 <= rows < train_rows:
+        raise ValueError(f"holdout_size: must be an integer from 1 to {train_rows - 1:,} (the train split has "
+                         f"{train_rows:,} rows and at least one must stay for training), got {rows!r}")
+    return int(rows)

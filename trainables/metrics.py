@@ -64,3 +64,16 @@ def compute_metrics(
         results.update({name + suffix: float(value) for name, value in values.items()})
     results["score"] = float(np.mean([results[name] for name in headline_metric_names(task)]))
     return results
+
+
+def fold_metrics(task: str, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """The task's metrics and `score` on one fold outside GLUE's eval splits (the holdout carved from
+    train): unsuffixed, even for MNLI, whose score there is plain accuracy (train mixes the genres)."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.ndim != 1 or predictions.shape != labels.shape or len(labels) == 0:
+        raise ValueError(f"need equal-length non-empty 1-d predictions and labels, got shapes "
+                         f"{predictions.shape} and {labels.shape}")
+    values = {name: float(value) for name, value in _metric(get_task(task).name).compute(
+        predictions=predictions, references=labels).items()}
+    headline = {name.removesuffix("_matched") for name in headline_metric_names(task)}
+    return {**values, "score": float(np.mean([values[name] for name in sorted(headline)]))}

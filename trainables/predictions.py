@@ -1,6 +1,7 @@
 """A kept epoch's dev predictions, per example, beside its adapter: reports and tests read them, never re-run a model.
 
-    predictions/<split>.npz   row         the example's index in the dev split (its row order in GLUE's file)
+    predictions/<split>.npz   row         the example's index in the split (dev: its row order in GLUE's file;
+                                          `holdout`, the selection fold: its order in the fold)
                               label       the gold label (classification: int32 class id; STS-B: float score)
                               prediction  the predicted class id (int32) or, STS-B, the predicted score (float32)
                               logits      classification only: float32, shape (rows, num_labels)
@@ -16,9 +17,12 @@ from typing import Mapping
 import numpy as np
 import xxhash
 
-from .metrics import compute_metrics
+from .glue import get_task
+from .metrics import compute_metrics, fold_metrics
 
 PREDICTIONS_DIR = "predictions"
+WARMUP_PREDICTIONS = "warmup"  # predictions/warmup/<split>.npz: the warm-up checkpoint's dev predictions
+HOLDOUT = "holdout"  # the selection fold's split name (selection: holdout); its metrics are `holdout/<name>`
 FIELDS = ("row", "label", "prediction", "logits")
 
 Predictions = dict[str, dict[str, np.ndarray]]  # split -> field -> array
@@ -71,12 +75,18 @@ def load_predictions(directory: Path) -> Predictions:
 
 
 def split_metrics(task: str, predictions: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """The task's dev metrics and `score`, recomputed from loaded predictions (`compute_metrics`): how the
-    trial computed its record's, so the numbers agree exactly. (STS-B's float32 labels go in as float64,
-    exactly the values GLUE's file holds.)"""
+    """The task's dev metrics and `score`, and with a holdout fold its `holdout/<metric>`, recomputed from
+    loaded predictions (`compute_metrics`): how the trial computed its record's, so the numbers agree
+    exactly. (STS-B's float32 labels go in as float64, exactly the values GLUE's file holds.)"""
     def labels(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
         label = arrays["label"]
         return label.astype(np.float64) if np.issubdtype(label.dtype, np.floating) else label
 
-    return compute_metrics(task, {split: arrays["prediction"] for split, arrays in predictions.items()},
-                           {split: labels(arrays) for split, arrays in predictions.items()})
+    dev = {split: arrays for split, arrays in predictions.items() if split in get_task(task).eval_splits}
+    metrics = compute_metrics(task, {split: arrays["prediction"] for split, arrays in dev.items()},
+                              {split: labels(arrays) for split, arrays in dev.items()})
+    if HOLDOUT in predictions:
+        fold = predictions[HOLDOUT]
+        metrics.update({f"{HOLDOUT}/{name}": value
+                        for name, value in fold_metrics(task, fold["prediction"], labels(fold)).items()})
+    return metrics

@@ -22,11 +22,11 @@ from qrlora.apply import unwrap
 from qrlora.targets import head_module_names
 
 from .config import TrialConfig
-from .glue import get_task, load_split, subsample
+from .glue import get_task, holdout, holdout_rows, load_split, subsample
 from .content import data_digest
 from .models import load_model, load_tokenizer
 from .precision import autocast
-from .predictions import Predictions, digest, split_metrics, split_predictions
+from .predictions import HOLDOUT, Predictions, digest, split_metrics, split_predictions
 from .prefix import (FrozenPrefix, PrefixStates, bypassed, cached_states, compute_states, frozen_prefix,
                      prefix_key, weights_digest)
 from .warmup import Warmup, warmed_up
@@ -40,8 +40,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
               artifacts_dir: Path | None = None) -> dict[str, Any]:
     """Train and evaluate one trial; `on_epoch(record, state)` sees every epoch, `state` resumes it.
 
-    With `artifacts_dir`, the kept adapter (`config.keep`: the last epoch's or the best dev epoch's) is
-    written there after the epoch that makes it.
+    With `artifacts_dir`, the kept adapter (`config.keep`: the last epoch's or the best epoch's on the
+    selection split) is written there after the epoch that makes it.
     """
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -51,7 +51,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     tokenizer = load_tokenizer(config.model, config.resolved_cache_dir())
     train_data, eval_data = prepare_data(config, tokenizer)
     collate = DataCollatorWithPadding(tokenizer)
-    eval_splits = {name: Split(dataset) for name, dataset in eval_data.items()}
+    eval_splits = {name: Split(dataset) for name, dataset in eval_data.items()}  # dev, and the holdout fold
+    dev_splits = {name: split for name, split in eval_splits.items() if name != HOLDOUT}
 
     model = load_model(config.model, task.num_labels, config.seed, config.resolved_cache_dir())
     warmup = None
@@ -63,8 +64,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                 pass
 
         warmup = warmed_up(model, config, train_data, full_finetuning_warmup,
-                           lambda: evaluate(model.to(device), eval_splits, collate, config, device)[0],
-                           dev_data=eval_data, device=device)
+                           lambda: evaluate(model.to(device), dev_splits, collate, config, device),
+                           dev_data={name: split.dataset for name, split in dev_splits.items()}, device=device)
     # One fixed point for every random draw of the method (LoRA's A, dropout): a warm-up loaded from the
     # cache and one just computed leave the same generator state behind.
     torch.manual_seed(config.seed)
@@ -89,11 +90,13 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                                                    config.head_lr, config.epochs, progress, config.method,
                                                    resume_state, prefix):
         metrics, predictions = evaluate(model, splits, collate, config, device, prefix)
-        best = best_epoch(best, epoch, metrics["score"])
+        metrics["selection_score"] = metrics[f"{HOLDOUT}/score" if config.selection == HOLDOUT else "score"]
+        best = best_epoch(best, epoch, metrics["selection_score"], metrics["score"])
         kept = config.keep == "last" or best["best_epoch"] == epoch
         if kept:  # the kept epoch's predictions: stored beside its adapter, their digest in every record
             kept_digest = digest(predictions)
         record = {**config.method_params(), "train_rows": len(train_data),  # used: at most the task's rows
+                  "holdout_rows": len(eval_data[HOLDOUT]) if HOLDOUT in eval_data else None,
                   "epoch": epoch, "train_loss": loss, **metrics, **best,
                   **warmup_fields(warmup, metrics["score"]), **report_fields(report),
                   "prefix_layer": prefix.start if prefix else None, "prefix_cache_hit": prefix_hit,
@@ -103,7 +106,8 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
                   "datasets": datasets, "predictions_digest": kept_digest}
         state["wall_time_s"], state["best"], state["predictions_digest"] = record["wall_time_s"], best, kept_digest
         if artifacts_dir and kept:
-            artifacts.save(model, report, config, artifacts_dir, record, warmup.key if warmup else None, predictions)
+            artifacts.save(model, report, config, artifacts_dir, record, warmup.key if warmup else None, predictions,
+                           warmup.predictions if warmup else None)
         if progress:
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {loss:.4f} score {metrics['score']:.4f}", file=sys.stderr)
         if on_epoch:
@@ -111,15 +115,19 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     return record
 
 
-def best_epoch(best: dict[str, Any] | None, epoch: int, score: float) -> dict[str, Any]:
-    """The best dev score so far and its epoch; a tie keeps the earlier epoch.
+def best_epoch(best: dict[str, Any] | None, epoch: int, selection_score: float,
+               score: float | None = None) -> dict[str, Any]:
+    """The best epoch so far on the selection split (`best_selection_score`) and the reported dev `score`
+    at that epoch (`best_score`; the same number when dev selects); a tie keeps the earlier epoch.
 
     A NaN or infinite score (a diverged epoch) never beats a finite one. Until some epoch scores a
     finite value there is no best: the latest epoch stands in, its score as measured, so `keep: best`
     keeps the last adapter, as `keep: last` would.
     """
-    if best is None or not math.isfinite(best["best_score"]) or (math.isfinite(score) and score > best["best_score"]):
-        return {"best_score": score, "best_epoch": epoch}
+    score = selection_score if score is None else score
+    if best is None or not math.isfinite(best["best_selection_score"]) or (
+            math.isfinite(selection_score) and selection_score > best["best_selection_score"]):
+        return {"best_score": score, "best_epoch": epoch, "best_selection_score": selection_score}
     return dict(best)
 
 
@@ -135,7 +143,8 @@ def warmup_fields(warmup: Warmup | None, score: float) -> dict[str, Any]:
 def dataset_fields(config: TrialConfig, train_data, eval_data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Name, content digest and row count of the train subset and each dev split (MLflow dataset inputs)."""
     named = {"train": (f"{config.task}-train-{len(train_data)}", train_data),
-             **{split: (f"{config.task}-{split}", data) for split, data in eval_data.items()}}
+             **{split: (f"{config.task}-{split}" + (f"-{len(data)}" if split == HOLDOUT else ""), data)
+                for split, data in eval_data.items()}}
     return {split: {"name": name, "digest": data_digest(data), "rows": len(data)}
             for split, (name, data) in named.items()}
 
@@ -159,15 +168,18 @@ def report_fields(report: AdapterReport) -> dict[str, Any]:
 
 
 def prepare_data(config: TrialConfig, tokenizer) -> tuple[Any, dict[str, Any]]:
-    """Seeded train subset and every eval split, tokenized (padding happens per batch)."""
+    """Seeded train subset and every eval split, tokenized (padding happens per batch); with selection
+    'holdout', the eval splits include the seed's `holdout` fold, carved from train before the subset."""
     train_data, eval_data = _tokenized(config.task, config.glue_dir, config.train_size, config.seed, config.max_length,
-                                       tokenizer)
+                                       config.holdout_size if config.selection == HOLDOUT else 0, tokenizer)
     return train_data, dict(eval_data)
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenized(task_name: str, glue_dir: str | None, train_size: int | None, seed: int, max_length: int, tokenizer):
-    """Kept per process: a Ray worker runs trial after trial, mostly on the same data."""
+def _tokenized(task_name: str, glue_dir: str | None, train_size: int | None, seed: int, max_length: int,
+               holdout_size: int | None, tokenizer):
+    """Kept per process: a Ray worker runs trial after trial, mostly on the same data. `holdout_size`: 0
+    for no fold, None for the default size."""
     task = get_task(task_name)
 
     def tokenize(dataset):
@@ -176,8 +188,12 @@ def _tokenized(task_name: str, glue_dir: str | None, train_size: int | None, see
         tokenized = dataset.map(encode, batched=True, remove_columns=[*task.text_fields, "idx"])
         return tokenized.add_column("row", list(range(len(tokenized))))  # ties a batch to cached states
 
-    train_data = subsample(load_split(task_name, "train", glue_dir), train_size, seed)
+    train_split = load_split(task_name, "train", glue_dir)
+    fold_rows = 0 if holdout_size == 0 else holdout_rows(holdout_size, len(train_split))
+    train_data = subsample(train_split, train_size, seed, fold_rows)
     eval_data = {split: tokenize(load_split(task_name, split, glue_dir)) for split in task.eval_splits}
+    if fold_rows:
+        eval_data[HOLDOUT] = tokenize(holdout(train_split, fold_rows, seed))
     return tokenize(train_data), eval_data
 
 

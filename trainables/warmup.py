@@ -22,6 +22,7 @@ from .config import TrialConfig
 from .content import data_digest, hash_rows, hash_tensors, model_config_json
 from .models import load_tokenizer
 from .precision import precision
+from .predictions import Predictions
 
 # safetensors metadata of a warm-up checkpoint: its model config, dev metrics and the dev data they are of
 CONFIG_KEY, METRICS_KEY, DEV_DATA_KEY = "config", "warmup_metrics", "dev_data"
@@ -31,6 +32,7 @@ WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ra
                  "max_grad_norm", "seed", "max_length", "group_by_length")
 # Bump when what a checkpoint file holds, or how its key is made, changes: old files are then never read.
 WARMUP_FORMAT = 2
+PREDICTIONS_SUFFIX = ".predictions.npz"  # beside `<key>.safetensors`: the checkpoint's dev predictions
 
 
 def content_hash(model: torch.nn.Module, train_data) -> str:
@@ -53,21 +55,25 @@ def warmup_key(model: torch.nn.Module, config: TrialConfig, train_data, device: 
 
 @dataclass(frozen=True)
 class Warmup:
-    """A trial's warm-up checkpoint: its cache key, whether it came from a cache, and its dev metrics."""
+    """A trial's warm-up checkpoint: its cache key, whether it came from a cache, its dev metrics and the
+    per-example dev predictions they come from."""
 
     key: str
     hit: bool
     metrics: dict[str, float]
+    predictions: Predictions | None = None
 
 
 def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmup: Callable[[], None],
-              evaluate: Callable[[], dict[str, float]], *, dev_data: dict[str, Any], device: torch.device) -> Warmup:
+              evaluate: Callable[[], tuple[dict[str, float], Predictions]], *, dev_data: dict[str, Any],
+              device: torch.device) -> Warmup:
     """Bring `model` to its warm-up checkpoint and say what that checkpoint scores on the dev splits.
 
     The warm-up trains on `device`. The dev metrics are computed once, when the checkpoint is, and stored
     in the checkpoint file's metadata with the digests of the dev splits (`dev_data`) they were computed
-    on (and the model config, so the file is a loadable transformers checkpoint): a cache hit costs no
-    evaluation unless its dev data differ, and then it evaluates again, leaving the file as it is (a
+    on (and the model config, so the file is a loadable transformers checkpoint), its per-example dev
+    predictions in a file beside it: a cache hit costs no evaluation unless its dev data differ or the
+    predictions file is missing, and then it evaluates again, leaving the files as they are (a
     checkpoint file is never rewritten: other nodes may be reading it, or hold copies of it). A file lock
     makes concurrent trials on one node wait for one computation; checkpoints are written under a
     temporary name and renamed, so no reader ever sees half a file. With `config.shared_cache` (the
@@ -77,19 +83,26 @@ def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmu
     key = warmup_key(model, config, train_data, device)
     if "warmup" not in config.cache_set:
         run_warmup()
-        return Warmup(key, False, evaluate())
+        return Warmup(key, False, *evaluate())
     dev_digests = json.dumps({split: data_digest(data) for split, data in dev_data.items()}, sort_keys=True)
     path = entry_path(config, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     shared = SharedStore(config.shared_cache) if config.shared_cache else None
     with FileLock(f"{path}.lock"):
+        predictions_path = path.with_name(f"{key}{PREDICTIONS_SUFFIX}")
         if path.exists() or shared and shared.download(f"warmup/{path.name}", path):
             load_model(model, path, device=str(next(model.parameters()).device))
             metadata = checkpoint_metadata(path)
-            same_dev_data = metadata.get(DEV_DATA_KEY) == dev_digests and METRICS_KEY in metadata
-            return Warmup(key, True, json.loads(metadata[METRICS_KEY]) if same_dev_data else evaluate())
+            if metadata.get(DEV_DATA_KEY) == dev_digests and METRICS_KEY in metadata and (
+                    predictions_path.exists() or shared and shared.download(f"warmup/{predictions_path.name}",
+                                                                           predictions_path)):
+                return Warmup(key, True, json.loads(metadata[METRICS_KEY]), _read_predictions(predictions_path))
+            return Warmup(key, True, *evaluate())
         run_warmup()
-        metrics = evaluate()
+        metrics, predictions = evaluate()
+        _write_predictions(predictions_path, predictions)
+        if shared:
+            shared.upload(predictions_path, f"warmup/{predictions_path.name}")
         partial = path.with_suffix(".partial")
         save_model(model, str(partial), metadata={"format": "pt", CONFIG_KEY: model.config.to_json_string(),
                                                   METRICS_KEY: json.dumps(metrics),
@@ -97,7 +110,24 @@ def warmed_up(model: torch.nn.Module, config: TrialConfig, train_data, run_warmu
         os.replace(partial, path)
         if shared:
             shared.upload(path, f"warmup/{path.name}")
-        return Warmup(key, False, metrics)
+        return Warmup(key, False, metrics, predictions)
+
+
+def _write_predictions(path: Path, predictions: Predictions) -> None:
+    """All splits in one file (`<split>/<field>` arrays), written under a temporary name and renamed."""
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial.npz")
+    np.savez_compressed(partial, **{f"{split}/{name}": array for split, arrays in predictions.items()
+                                    for name, array in arrays.items()})
+    os.replace(partial, path)
+
+
+def _read_predictions(path: Path) -> Predictions:
+    predictions: Predictions = {}
+    with np.load(path, allow_pickle=False) as arrays:
+        for name in arrays.files:
+            split, field = name.split("/")
+            predictions.setdefault(split, {})[field] = arrays[name]
+    return predictions
 
 
 def entry_path(config: TrialConfig, key: str) -> Path:
