@@ -134,6 +134,20 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_claims(args: argparse.Namespace) -> int:
+    """Test a paper's claims (YAML) on a sweep's per-example dev predictions: claims.md, claims.csv."""
+    from sweeps.claims import evaluate_claims, summary_lines
+
+    try:
+        written = evaluate_claims(args.experiment, args.claims, args.out, tracking_uri=_uri(args))
+    except ValueError as error:
+        args.parser.error(str(error))
+    print("\n".join(summary_lines(written["results"])))
+    print(f"wrote claims.md, claims.csv to {args.out} ({len(written['results'])} claims); "
+          f"logged to run {written['parent_run_id']} under claims/")
+    return 0
+
+
 def command_export(args: argparse.Namespace) -> int:
     """Write a trial run's kept adapter (or merged model) to a folder that PEFT / transformers load."""
     import os
@@ -247,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--include-stopped", action="store_true",
                         help="average trials asha/mo_asha stopped early too (default: left out, counted)")
     report.add_argument("--tracking-uri", default=None)
+    claims = command("claims", command_claims, "test a paper's claims on a sweep's per-example predictions")
+    claims.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
+    claims.add_argument("--claims", required=True, help="claims file (YAML), e.g. sweeps/paper_claims.yaml")
+    claims.add_argument("--out", default="claims", help="output directory (default: ./claims)")
+    claims.add_argument("--tracking-uri", default=None)
     export = command("export", command_export, "write a trial run's adapter (PEFT or qrlora format, or merged)")
     export.add_argument("run_id", help="the trial's MLflow run id (pareto.csv lists the front's)")
     export.add_argument("--out", required=True, help="output directory (must not exist or be empty)")

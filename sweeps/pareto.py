@@ -23,11 +23,12 @@ import math
 import os
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
+import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -110,6 +111,30 @@ def hypervolume(
             area += (log_ref_cost - log_cost) * (score_arr[i] - covered_score)
             covered_score = score_arr[i]
     return area
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The `confidence` t-interval of the mean of `values` (at least two); no spread gives (mean, mean)."""
+    mean, sem = float(np.mean(values)), float(scipy.stats.sem(values))
+    if sem == 0:
+        return mean, mean
+    low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
+    return float(low), float(high)
+
+
+def seed_hypervolumes(points: Sequence[tuple[float, Mapping[str, float]]], ref_score: float, ref_cost: float,
+                      confidence: float = 0.95) -> dict:
+    """The hypervolume of each seed's own front, over the seeds every configuration ran (a seed that
+    misses a configuration would have a smaller front for that reason alone), and their mean and
+    t-interval: how much of a front's hypervolume is seed noise. `points`: per configuration, its cost
+    and its score per seed. ci_low/ci_high are None below two seeds, mean too with none."""
+    common = set.intersection(*(set(scores) for _, scores in points)) if points else set()
+    per_seed = {seed: float(hypervolume([scores[seed] for _, scores in points], [cost for cost, _ in points],
+                                        ref_score, ref_cost)) for seed in sorted(common)}
+    values = list(per_seed.values())
+    low, high = t_interval(values, confidence) if len(values) >= 2 else (None, None)
+    return {"n_seeds": len(values), "mean": statistics.fmean(values) if values else None, "ci_low": low,
+            "ci_high": high, "per_seed": per_seed}
 
 
 def export_pareto(
@@ -220,14 +245,15 @@ def search_all_runs(client: MlflowClient, experiment_id: str, filter_string: str
 
 
 def _seed_means(rows: list[dict], runs: list[Run], metric: str) -> list[dict]:
-    """One row per task and configuration: the mean score over its seeds (`score_std`, `n`, `run_ids`),
-    a repeat of a seed counted once; counts are the seeds' mean (QR-LoRA ranks can differ by seed). A
+    """One row per task and configuration: the mean score over its seeds (`score_std`, `n`, `run_ids`, and
+    `seed_scores`: seed -> score, for per-seed hypervolumes), a repeat of a seed counted once; counts are the seeds' mean (QR-LoRA ranks can differ by seed). A
     seed with a NaN or infinite score is a failed seed, as in `report`: left out of the mean and counted
     (`failed`); a configuration whose every seed failed has no point."""
     by_id = {row["run_id"]: row for row in rows}
     runs = [run for run in runs if run.info.run_id in by_id
             or (metric in run.data.metrics and not finite(run.data.metrics[metric]))]
     fields = config_fields(runs)
+    seed_of = {run.info.run_id: run.data.params.get("seed", run.info.run_id) for run in runs}
     means = []
     for _, config_runs in group(runs, ["task", *fields]).items():
         score = cell(config_runs, lambda run: run.data.metrics[metric])
@@ -239,6 +265,7 @@ def _seed_means(rows: list[dict], runs: list[Run], metric: str) -> list[dict]:
         rungs = [by_id[run_id][STOPPED_TAG] for run_id in score.run_ids if by_id[run_id][STOPPED_TAG]]
         means.append({**newest, **counts, "score": score.mean, "score_std": score.std, "n": score.n,
                       "failed": len(score.failed),
+                      "seed_scores": {seed_of[run_id]: value for value, run_id in zip(score.values, score.run_ids)},
                       "run_ids": ";".join(score.run_ids), "adapter_uri": None,
                       STOPPED_TAG: ";".join(rungs) or None})
     return means
@@ -303,6 +330,10 @@ def _condition_summary(rows: list[dict], x: str) -> dict:
     model = max((count for row in rows if (count := model_params(row)) is not None), default=max(costs))
     ref_score, ref_cost = reference_point(rows[0]["task"], model)
     train_rows = sorted({row["train_rows"] for row in rows if row.get("train_rows") is not None})
+    seeds = {}
+    if all("seed_scores" in row for row in rows):  # --aggregate seeds: the hypervolume gets an interval
+        seeds["hypervolume_seeds"] = seed_hypervolumes([(row[x], row["seed_scores"]) for row in rows],
+                                                       ref_score, ref_cost)
     return {
         "task": rows[0]["task"],
         "train_size": size_text(rows[0]["train_size"]),
@@ -314,6 +345,9 @@ def _condition_summary(rows: list[dict], x: str) -> dict:
         "hypervolume": hypervolume(scores, costs, ref_score, ref_cost),
         "history": hypervolume_history(rows, x, (ref_score, ref_cost)),
         "front": [rows[i] for i in pareto_front(scores, costs)],
+        # --aggregate seeds: each seed's own front's hypervolume, their mean and 95% t-interval (n_seeds,
+        # mean, ci_low, ci_high, per_seed); `hypervolume` above is the front of the seed means'
+        **seeds,
     }
 
 
@@ -401,6 +435,9 @@ def _plot(path: Path, summary: dict, rows_by_condition: dict[str, list[dict]]) -
         ax.set_xlabel(f"{x.replace('_', ' ')} (log scale)")
         ax.set_ylabel(summary["metric"].replace("_", " "))
         hypervolume_text = f"hypervolume {condition_summary['hypervolume']:.3f}"
+        if (seeds := condition_summary.get("hypervolume_seeds")) and seeds["ci_low"] is not None:
+            hypervolume_text += (f"\nper seed {seeds['mean']:.3f} [{seeds['ci_low']:.3f}, {seeds['ci_high']:.3f}] "
+                                 f"(95%, {seeds['n_seeds']} seeds)")
         ax.set_title(f"{name}{_rows_text(condition_summary)}: {hypervolume_text} ({condition_summary['n_runs']} runs)",
                      fontsize=9)
         ax.grid(True, which="major", alpha=0.3)

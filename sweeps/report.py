@@ -4,36 +4,47 @@
                                                that differs between runs, except the seed), its parameter
                                                counts, the training examples used (`train rows`: below
                                                train_size for a smaller task), one column per GLUE metric
-                                               (x100, mean ± std (n) over seeds), the average over tasks,
-                                               the best mean per column marked; warm-started sweeps add the warm-up checkpoint's row
-    fronts.png      Pareto front of configuration means (score vs trainable parameters), a panel per task
-                    and training size
+                                               (x100, mean [95% interval] (n) over seeds), the average over
+                                               tasks; warm-started sweeps add the warm-up checkpoint's row
+    fronts.png      Pareto front of configuration means (score vs trainable parameters, 95% interval bars),
+                    a panel per task and training size in a grid of at most 3 columns; each panel's title
+                    gives the mean and 95% t-interval of the per-seed fronts' hypervolumes
     datasize.png    score vs training examples used per configuration (when the sweep has several sizes)
     tau.png         score and adapter parameters vs tau per QR-LoRA target set (when several tau ran)
 
 Everything is validated before anything is written; the files are also logged to the sweep's newest
-parent run under `report/`. One seed has no std (blank, no ± and no error bar); bold marks every mean
-that prints the same as its column's best, the warm-up row included; trials stopped early by asha or
-mo_asha are left out of every cell (the caption counts them) unless --include-stopped.
+parent run under `report/`. A cell's interval is a t-interval over seeds when n >= 2, and a bootstrap
+over dev examples (the run's `predictions/<split>.npz`) when n = 1; one seed without predictions has
+none. Bold marks every cell not significantly below its column's best (paired over common seeds'
+predictions, Welch's t-test over seeds otherwise, the printed value for single seeds without
+predictions), the warm-up row included; trials stopped early by asha or mo_asha are left out of every
+cell (the caption counts them) unless --include-stopped.
 """
 from __future__ import annotations
 
 import csv
+import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from trainables.glue import TASKS
+from trainables.glue import TASKS, get_task
 
+from . import stats
 from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
 from .conditions import size_order, size_text
-from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, pareto_front, search_all_runs
+from .run_predictions import RunPredictions
+from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, pareto_front, reference_point, search_all_runs, \
+    seed_hypervolumes
 
 # The columns GLUE papers print, per task: (recorded metric, column label).
 COLUMNS = {
@@ -48,6 +59,24 @@ COLUMNS = {
 }
 TABLE_FILES = ("table.md", "table.tex", "table.csv")
 WARMUP_LABEL = "warm-up checkpoint"
+CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05  # Welch, one-sided: a cell with p below this is significantly below its column's best
+T_OVER_SEEDS, BOOTSTRAP, NO_INTERVAL = "t over seeds", "bootstrap over examples", "none"  # an interval's kind
+# A run's predictions belong to a cell only if they reproduce its recorded value: the kept epoch (keep: last
+# or best) need not be the epoch the cell reads (--metric score: the last; best_score: the best).
+MATCH_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A cell's 95% interval and how it was measured: T_OVER_SEEDS, BOOTSTRAP or NO_INTERVAL (low/high None)."""
+
+    low: float | None
+    high: float | None
+    kind: str
+
+
+SeedPredictions = dict[str, tuple[np.ndarray, np.ndarray]]  # seed -> (prediction, label) on one dev split
 
 
 def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str | None = None,
@@ -100,7 +129,11 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
         client.log_artifact(parents[0].info.run_id, str(out / name), artifact_path="report")
     return {"experiment": experiment, "metric": metric, "files": written, "rows": len(table["rows"]),
             "parent_run_id": parents[0].info.run_id, "stopped_left_out": stopped,
-            "stopped_included": table["stopped"]["included"]}
+            "stopped_included": table["stopped"]["included"],
+            # per front (task/train size): the per-seed hypervolumes, their mean and 95% t-interval
+            "hypervolume": table["hypervolume"],
+            "intervals": {kind: sum(span.kind == kind for row in table["rows"] for span in row["intervals"].values())
+                          for kind in (T_OVER_SEEDS, BOOTSTRAP, NO_INTERVAL)}}
 
 
 def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
@@ -144,13 +177,114 @@ def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
         rows.append({"config": config, "warmup": True, "cells": cells, "scores": scores, "stopped": 0,
                      "counts": {"adapter_params": "-", "trainable_params": "-"}, "trainable": {},
                      "train_rows": _train_rows(by_task), "average": _average(scores, tasks)})
+    seed_of = {run.info.run_id: run.data.params.get("seed", run.info.run_id) for run in runs}
+    loaded = RunPredictions(client)
+    for row in rows:
+        warmup = row["warmup"]
+        row["predictions"] = {(task, name): cell_predictions(task, name, value, seed_of, loaded, warmup)
+                              for (task, name), value in row["cells"].items() if value}
+        row["intervals"] = {(task, name): interval(task, name, value, row["predictions"][(task, name)])
+                            for (task, name), value in row["cells"].items() if value}
+        row["score_intervals"] = {task: interval(task, "score", value,
+                                                 cell_predictions(task, "score", value, seed_of, loaded, warmup))
+                                  for task, value in row["scores"].items() if value}
     best = {}  # the warm-up checkpoint competes too: an adapter that does not beat it is worth knowing
     for task, name, _ in columns:
-        means = [row["cells"][(task, name)].mean for row in rows if row["cells"][(task, name)]]
-        best[(task, name)] = max(means) if means else None
+        present = [row for row in rows if row["cells"][(task, name)]]
+        leader = max(present, key=lambda row: row["cells"][(task, name)].mean, default=None)
+        best[(task, name)] = leader["cells"][(task, name)].mean if leader else None
+        for row in rows:
+            row.setdefault("bold", {})[(task, name)] = bool(row["cells"][(task, name)]) and (
+                row is leader or not significantly_below(task, name, row, leader))
     averages = [row["average"] for row in rows if row["average"] is not None]
     best["average"] = max(averages) if averages else None
-    return {"fields": fields, "tasks": tasks, "columns": columns, "rows": rows, "best": best, "metric": metric}
+    table = {"fields": fields, "tasks": tasks, "columns": columns, "rows": rows, "best": best, "metric": metric,
+             "seed_of": seed_of, "selection": selection(runs), "model_params": _model_params(runs, tasks)}
+    table["hypervolume"] = {condition_label(task, size): front_hypervolume(table, task, size)
+                            for task, size in front_conditions(table)}
+    return table
+
+
+def eval_split(task: str, name: str) -> tuple[str, str]:
+    """The dev split a column's recorded metric comes from, and the metric's name on it (MNLI's
+    accuracy_matched is accuracy on validation_matched)."""
+    for suffix in ("_matched", "_mismatched"):
+        if task == "mnli" and name.endswith(suffix):
+            return f"validation{suffix}", name.removesuffix(suffix)
+    return "validation", name
+
+
+def cell_predictions(task: str, name: str, value: Cell, seed_of: dict[str, str], loaded: RunPredictions,
+                     warmup: bool = False) -> SeedPredictions:
+    """Per seed of the cell, the (prediction, label) arrays of the column's dev split, for the runs whose
+    predictions reproduce the value the cell holds for them (others kept another epoch, or none)."""
+    if len(get_task(task).eval_splits) != 1:  # MNLI: sweeps.stats supports single-split tasks only
+        return {}
+    split, metric = eval_split(task, name)
+    found: SeedPredictions = {}
+    for recorded, run_id in zip(value.values, value.run_ids):
+        arrays = (loaded(run_id, warmup) or {}).get(split)
+        if arrays is None:
+            continue
+        label = arrays["label"]
+        label = label.astype(np.float64) if np.issubdtype(label.dtype, np.floating) else label
+        whole = stats.metric_values(task, metric, arrays["prediction"], label, np.arange(len(label))[None, :])
+        if abs(float(whole[0]) - recorded) <= MATCH_TOLERANCE:
+            found[seed_of[run_id]] = (arrays["prediction"], label)
+    return found
+
+
+def interval(task: str, name: str, value: Cell, predictions: SeedPredictions) -> Interval:
+    """95%: a t-interval over seeds for n >= 2; for one seed, a bootstrap over its dev examples when its
+    predictions are there (the example sampling noise of one run; seed-to-seed noise is not in it)."""
+    if value.n >= 2:
+        return Interval(*stats.t_interval(value.values, CONFIDENCE), T_OVER_SEEDS)
+    if predictions:
+        (prediction, label), = predictions.values()
+        split, metric = eval_split(task, name)
+        return Interval(*stats.example_interval(task, metric, prediction, label, CONFIDENCE), BOOTSTRAP)
+    return Interval(None, None, NO_INTERVAL)
+
+
+def significantly_below(task: str, name: str, row: dict, leader: dict) -> bool:
+    """Whether `row`'s cell is significantly below the column leader's: paired over their common seeds'
+    dev predictions when both have some (the 95% interval of row - leader below 0), else Welch's one-sided
+    t-test over seeds (p < 0.05) when both have two or more, else whether it prints lower."""
+    value, best = row["cells"][(task, name)], leader["cells"][(task, name)]
+    mine, theirs = row["predictions"][(task, name)], leader["predictions"][(task, name)]
+    common = sorted(set(mine) & set(theirs))
+    if common:
+        effect = stats.paired_effect(task, eval_split(task, name)[1], {seed: mine[seed] for seed in common},
+                                     {seed: theirs[seed] for seed in common})
+        return effect.ci_high < 0
+    if value.n >= 2 and best.n >= 2:
+        p_value = scipy.stats.ttest_ind(value.values, best.values, equal_var=False, alternative="less").pvalue
+        if math.isfinite(p_value):  # NaN: no spread on either side, nothing to test
+            return bool(p_value < SIGNIFICANCE)
+    return _printed(value.mean) != _printed(best.mean)
+
+
+def selection(runs: list[Run]) -> dict[str, list[str]]:
+    """Per split the runs selected on (`selection` param; absent on older runs: dev), each run's
+    `holdout_size` ('' when it records none: the default fold)."""
+    used: dict[str, list[str]] = {}
+    for run in runs:
+        params = run.data.params
+        used.setdefault(params.get("selection", "dev"), []).append(params.get("holdout_size", ""))
+    return used
+
+
+def _model_params(runs: list[Run], tasks: list[str]) -> dict[str, float | None]:
+    """Per task, the model's own parameter count (total minus adapter; full fine-tuning: total), the largest
+    among its runs; None when no run records its counts (the hypervolume reference then falls back)."""
+    counts: dict[str, float | None] = {}
+    for task in tasks:
+        found = [run.data.metrics["total_params"] - (0 if run.data.params.get("method") == "full"
+                                                       else run.data.metrics["adapter_params"])
+                 for run in runs if run.data.tags["task"] == task
+                 and {"total_params", "adapter_params"} <= set(run.data.metrics)]
+        counts[task] = max(found) if found else None
+    return counts
 
 
 METHOD_ORDER = ("full", "lora", "svd_lora", "qrlora")  # as the paper's table
@@ -206,17 +340,16 @@ def _printed(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def _cell_text(value: Cell | None, best: float | None, bold) -> str:
+def _cell_text(value: Cell | None, span: Interval | None, bolded: bool, bold) -> str:
+    """`82.2 [80.1, 84.3] (3)`: mean, 95% interval (none: left out), seeds (and failed ones), x100."""
     if value is None:
         return "-"
     failed = f"; {len(value.failed)} failed" if value.failed else ""  # seeds that diverged (NaN/inf)
     if not value:
         return f"- (0{failed})"
-    mean = _printed(value.mean)
-    if best is not None and mean == _printed(best):
-        mean = bold(mean)
-    spread = f" ± {100 * value.std:.1f}" if value.std is not None else ""
-    return f"{mean}{spread} ({value.n}{failed})"
+    mean = bold(_printed(value.mean)) if bolded else _printed(value.mean)
+    bounds = f" [{_printed(span.low)}, {_printed(span.high)}]" if span and span.kind != NO_INTERVAL else ""
+    return f"{mean}{bounds} ({value.n}{failed})"
 
 
 def _average_text(value: float | None, best: float | None, bold) -> str:
@@ -235,8 +368,8 @@ def _row_cells(table: dict, row: dict, bold) -> list[str]:
         config[0] += f" {STOPPED_MARK}"
     return (config + [row["counts"]["adapter_params"], row["counts"]["trainable_params"],
                       _train_rows_text(row, table["tasks"])]
-            + [_cell_text(row["cells"][(task, name)], table["best"][(task, name)], bold)
-               for task, name, _ in table["columns"]]
+            + [_cell_text(row["cells"][(task, name)], row["intervals"].get((task, name)),
+                          row["bold"][(task, name)], bold) for task, name, _ in table["columns"]]
             + ([_average_text(row["average"], table["best"]["average"], bold)] if len(table["tasks"]) > 1 else []))
 
 
@@ -244,11 +377,44 @@ def _trials(count: int) -> str:
     return f"{count} trial{'s' if count != 1 else ''}"
 
 
+BOLD_RULE = ("Bold: every cell not significantly below its column's best, the warm-up checkpoint included: "
+             "paired over the seeds both ran when both kept dev predictions (bold unless the 95% interval of "
+             "the difference is below 0), else Welch's one-sided t-test over seeds (bold unless p < 0.05), else "
+             "(one seed, no predictions) when it prints the same as the best; avg: printed as the best.")
+
+
+def selection_text(used: dict[str, list[str]]) -> str:
+    """Which split chose the epoch and the configuration, and what that means for the dev numbers; with
+    several, how many runs each."""
+    texts = []
+    for kind, sizes in sorted(used.items(), key=lambda item: item[0] != "holdout"):
+        share = f"{len(sizes)} of {sum(map(len, used.values()))} runs " if len(used) > 1 else ""
+        if kind == "holdout":
+            given = sorted({int(size) for size in sizes if size.isdigit()})
+            fold = " or ".join(f"{size:,}" for size in given) + " examples" if given else ""
+            if not all(size.isdigit() for size in sizes):  # holdout_size absent or None: the default fold
+                fold += (" or " if fold else "") + "the default fold (500 examples or a tenth of train)"
+            texts.append(f"Selected on: holdout ({share}{fold} carved from train; dev only reported).")
+        elif kind == "dev":
+            texts.append(f"Selected on: dev {'(' + share.strip() + ') ' if share else ''}— the same split selected "
+                         f"(best epoch, search) and is reported here, so the numbers are optimistic.")
+        else:
+            texts.append(f"Selected on: {kind}{' (' + share.strip() + ')' if share else ''}.")
+    return " ".join(texts)
+
+
 def caption(table: dict) -> str:
-    """What the numbers are, what bold means, and which trials are in them (plain text, ± and † as is)."""
-    text = (f"GLUE dev {table['metric']} x100: mean ± std (seeds) per configuration; one seed shows no ± (no "
-            f"spread was measured). Bold: every mean that prints the same as its column's best, the warm-up "
-            f"checkpoint included; equal at the printed precision, not a significance test.")
+    """What the numbers are, what bold means, which split selected, and which trials are in them (plain
+    text, — and † as is)."""
+    text = (f"GLUE dev {table['metric']} x100: mean [95% interval] (seeds) per configuration; the interval is a "
+            f"t-interval over seeds when n >= 2, and a bootstrap over dev examples when n = 1 (that run's "
+            f"example noise; seed-to-seed noise is not in it). {BOLD_RULE} {selection_text(table['selection'])}")
+    if bare := sum(span.kind == NO_INTERVAL for row in table["rows"] for span in row["intervals"].values()):
+        text += (f" {bare} one-seed cell{'s' if bare != 1 else ''} show{'s' if bare == 1 else ''} no interval: "
+                 f"{'its run' if bare == 1 else 'their runs'} kept no per-example dev predictions of the epoch "
+                 f"reported (older runs, or another epoch kept)"
+                 + (", or the task has two dev splits (MNLI: not supported by the example bootstrap)"
+                    if "mnli" in table["tasks"] else "") + ".")
     if failed := failed_runs(table):
         text += (f" {_trials(len(failed))} scored NaN or infinity (diverged, tagged non_finite): counted as failed "
                  f"seeds (\"k failed\" in a cell) and left out of the means.")
@@ -282,7 +448,7 @@ def markdown(table: dict) -> str:
 
 def _tex(text: str) -> str:
     return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&") \
-        .replace("#", "\\#").replace("±", "$\\pm$").replace("–", "--").replace(STOPPED_MARK, "\\dag{}")
+        .replace("#", "\\#").replace("±", "$\\pm$").replace("–", "--").replace("—", "---").replace(STOPPED_MARK, "\\dag{}")
 
 
 def latex(table: dict) -> str:
@@ -300,11 +466,13 @@ def latex(table: dict) -> str:
 
 
 def write_csv(path: Path, table: dict) -> None:
-    """One line per row; per column its mean, std (empty for one seed), seed count and the MLflow run ids
-    behind it, and the runs of seeds that scored NaN or infinity (`failed`, not in the mean); `early_stopped`: how many of the row's runs a scheduler stopped early (--include-stopped)."""
+    """One line per row; per column its mean, 95% interval (`ci_low`, `ci_high`, empty without one), seed
+    count, the interval's kind (t over seeds | bootstrap over examples | none), std (empty for one seed),
+    the MLflow run ids behind it, and the runs of seeds that scored NaN or infinity (`failed`, not in the
+    mean); `early_stopped`: how many of the row's runs a scheduler stopped early (--include-stopped)."""
     names = [*table["fields"], "row", "adapter_params", "trainable_params", "train_rows", "early_stopped"]
     for _, _, label in table["columns"]:
-        names += [f"{label} mean", f"{label} std", f"{label} n", f"{label} run_ids", f"{label} failed"]
+        names += [f"{label} {column}" for column in CSV_CELL_COLUMNS]
     names += ["avg"] if len(table["tasks"]) > 1 else []
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
@@ -316,13 +484,20 @@ def write_csv(path: Path, table: dict) -> None:
             for task, name, label in table["columns"]:
                 value = row["cells"][(task, name)]
                 if value:
-                    line |= {f"{label} mean": value.mean, f"{label} std": value.std, f"{label} n": value.n,
+                    span = row["intervals"][(task, name)]
+                    line |= {f"{label} mean": value.mean, f"{label} ci_low": span.low, f"{label} ci_high": span.high,
+                             f"{label} ci_kind": span.kind, f"{label} std": value.std,
                              f"{label} run_ids": ";".join(value.run_ids)}
+                if value is not None:  # n counts the seeds in the mean: 0 when every seed failed
+                    line[f"{label} n"] = value.n
                 if value is not None and value.failed:  # the runs of seeds that scored NaN or infinity
-                    line |= {f"{label} n": value.n, f"{label} failed": ";".join(value.failed)}
+                    line[f"{label} failed"] = ";".join(value.failed)
             if len(table["tasks"]) > 1:
                 line["avg"] = "" if row["average"] is None else row["average"]
             writer.writerow(line)
+
+
+CSV_CELL_COLUMNS = ("mean", "ci_low", "ci_high", "n", "ci_kind", "std", "run_ids", "failed")
 
 
 def _label(config: dict, skip: tuple[str, ...] = ()) -> str:
@@ -336,11 +511,31 @@ def _panels(count: int, rows: int = 1) -> tuple[Figure, list]:
     return figure, figure.subplots(rows, count, squeeze=False)
 
 
+GRID_COLUMNS = 3  # panels per row: a grid that stays readable at page width
+PANEL_SIZE = (3.3, 2.7)  # inches per panel
+
+
+def _grid(count: int) -> tuple[Figure, list]:
+    """`count` panels in rows of at most GRID_COLUMNS (empty cells removed), the legend to go below."""
+    columns = min(count, GRID_COLUMNS)
+    rows = math.ceil(count / columns)
+    figure = Figure(figsize=(PANEL_SIZE[0] * columns + 0.4, PANEL_SIZE[1] * rows + 1.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
+    for ax in axes[count:]:
+        ax.remove()
+    return figure, axes[:count]
+
+
+INTERVAL_LABEL = "mean, 95% interval bars"
+
+
 def _log_x_panel(ax, task: str, x_label: str, metric: str) -> None:
     ax.set_xscale("log")
-    ax.set_xlabel(f"{x_label} (log scale)")
-    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
-    ax.set_title(task)
+    ax.set_xlabel(f"{x_label} (log scale)", fontsize=8)
+    ax.set_ylabel(f"{metric} ({INTERVAL_LABEL})", fontsize=8)
+    ax.set_title(task, fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.grid(True, alpha=0.3)
 
 
@@ -351,67 +546,120 @@ def _with_legend(figure: Figure, axes) -> Figure:
     return figure
 
 
-def _means_with_spread(ax, xs: list[float], cells: list[Cell], label: str, **style) -> None:
-    """Means drawn as `style` says, error bars (std over seeds) only where two or more seeds measured a
-    spread: one seed has none to show, and a zero-length bar would look like certainty."""
+def _with_legend_below(figure: Figure, axes: list) -> Figure:
+    """One legend for all panels, every configuration once, below the grid in up to GRID_COLUMNS columns."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    figure.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=7, frameon=False,
+                  ncols=min(len(entries), GRID_COLUMNS) or 1)
+    return figure
+
+
+def _means_with_intervals(ax, xs: list[float], cells: list[Cell], spans: list[Interval | None], label: str,
+                          **style) -> None:
+    """Means drawn as `style` says, 95% interval bars where the cell has an interval: one seed without
+    predictions has none to show, and a zero-length bar would look like certainty."""
     line, = ax.plot(xs, [value.mean for value in cells], label=label, **style)
-    spread = [(x, value) for x, value in zip(xs, cells) if value.std is not None]
-    if spread:
-        ax.errorbar([x for x, _ in spread], [value.mean for _, value in spread],
-                    yerr=[value.std for _, value in spread], fmt="none", capsize=3, color=line.get_color())
+    bars = [(x, value.mean, span) for x, value, span in zip(xs, cells, spans) if span and span.kind != NO_INTERVAL]
+    if bars:
+        ax.errorbar([x for x, _, _ in bars], [mean for _, mean, _ in bars],
+                    yerr=[[max(mean - span.low, 0) for _, mean, span in bars],
+                          [max(span.high - mean, 0) for _, mean, span in bars]],
+                    fmt="none", capsize=3, color=line.get_color())
 
 
 STOPPED_MARKER = "X"  # a configuration whose mean includes trials stopped early (--include-stopped)
 
 
-def fronts_figure(table: dict) -> Figure | None:
-    """Per condition (task and training size; a front never mixes sizes): every configuration's mean score
-    vs trainable parameters, error bars over seeds, the Pareto front of the means as a step line;
-    configurations with early-stopped trials drawn as X."""
+def front_conditions(table: dict) -> list[tuple[str, str]]:
+    """(task, train size) pairs with a front: a front never mixes training sizes."""
     method_rows = [row for row in table["rows"] if not row["warmup"]]
     sizes = sorted({row["config"].get("train_size", "-") for row in method_rows},
                    key=lambda size: size_order(size_text(size)))
-    conditions = [(task, size) for task in table["tasks"] for size in sizes
-                  if any(row["scores"].get(task) and row["config"].get("train_size", "-") == size
-                         for row in method_rows)]
-    figure, axes = _panels(len(conditions))
+    return [(task, size) for task in table["tasks"] for size in sizes
+            if any(row["scores"].get(task) and row["config"].get("train_size", "-") == size for row in method_rows)]
+
+
+def condition_label(task: str, size: str) -> str:
+    return task + (f"/{size_text(size)}" if size != "-" else "")
+
+
+def _front_points(table: dict, task: str, size: str) -> list[tuple[float, Cell, dict]]:
+    """(trainable params, score cell, row) of every configuration on the condition's front panel."""
+    return [(row["trainable"][task].mean, row["scores"][task], row) for row in table["rows"]
+            if not row["warmup"] and row["scores"].get(task) and task in row["trainable"]
+            and row["config"].get("train_size", "-") == size]
+
+
+def front_hypervolume(table: dict, task: str, size: str) -> dict:
+    """The hypervolume of each seed's own front (pareto.seed_hypervolumes: the seeds every configuration
+    ran), with their mean and 95% t-interval over seeds; the reference is pareto's fixed one."""
+    points = _front_points(table, task, size)
+    model = table["model_params"].get(task) or max(cost for cost, _, _ in points)
+    seeds = [(cost, {table["seed_of"][run_id]: value for value, run_id in zip(score.values, score.run_ids)})
+             for cost, score, _ in points]
+    return seed_hypervolumes(seeds, *reference_point(task, model))
+
+
+def _hypervolume_text(summary: dict) -> str:
+    """`HV 3.21 [3.10, 3.32] (3 seeds)`: mean and 95% t-interval of the per-seed hypervolumes."""
+    if not summary["n_seeds"]:
+        return "HV: no seed ran every configuration"
+    bounds = f" [{summary['ci_low']:.2f}, {summary['ci_high']:.2f}]" if summary["ci_low"] is not None else ""
+    return f"HV {summary['mean']:.2f}{bounds} ({summary['n_seeds']} seed{'s' if summary['n_seeds'] != 1 else ''})"
+
+
+def fronts_figure(table: dict) -> Figure | None:
+    """Per condition (task and training size; a front never mixes sizes), in a grid: every configuration's
+    mean score vs trainable parameters with its 95% interval bar, the Pareto front of the means as a step
+    line; configurations with early-stopped trials drawn as X; the title gives the per-seed hypervolume."""
+    conditions = front_conditions(table)
+    if not conditions:
+        return None
+    figure, axes = _grid(len(conditions))
     colours = matplotlib.colormaps["tab10"]
-    for ax, (task, size) in zip(axes[0], conditions):
-        points = [(row["trainable"][task].mean, row["scores"][task], row) for row in method_rows
-                  if task in row["scores"] and row["scores"][task] and task in row["trainable"]
-                  and row["config"].get("train_size", "-") == size]
-        for index, (cost, score, row) in enumerate(points):
+    labels = [_label(row["config"]) for row in table["rows"] if not row["warmup"]]
+    colour_of = {label: colours(index % 10) for index, label in enumerate(dict.fromkeys(labels))}
+    for ax, (task, size) in zip(axes, conditions):
+        points = _front_points(table, task, size)
+        for cost, score, row in points:
             label = _label(row["config"]) + (f" ({row['stopped']} stopped early)" if row["stopped"] else "")
-            _means_with_spread(ax, [max(cost, 1)], [score], label, linestyle="", color=colours(index % 10),
-                               marker=STOPPED_MARKER if row["stopped"] else "o")
+            _means_with_intervals(ax, [max(cost, 1)], [score], [row["score_intervals"].get(task)], label,
+                                  linestyle="", color=colour_of[_label(row["config"])],
+                                  marker=STOPPED_MARKER if row["stopped"] else "o")
         front = pareto_front([score.mean for _, score, _ in points], [cost for cost, _, _ in points])
         ax.step([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], where="post", color="0.2")
         ax.scatter([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], s=140,
                    facecolors="none", edgecolors="black", zorder=4)  # ringed: on the front of the means
         used = sorted({row["train_rows"][task] for _, _, row in points if task in row["train_rows"]})
-        title = task + (f"/{size_text(size)}" if size != "-" else "") + (f" ({used[-1]:,} rows)" if used else "")
+        title = (condition_label(task, size) + (f" ({used[-1]:,} rows)" if used else "")
+                 + "\n" + _hypervolume_text(table["hypervolume"][condition_label(task, size)]))
         _log_x_panel(ax, title, "trainable params", table["metric"])
-    return _with_legend(figure, axes)
+    return _with_legend_below(figure, axes)
 
 
 def datasize_figure(table: dict) -> Figure | None:
-    """Per task: score vs the training examples used (`train_rows`; train_size for older records) for each
-    configuration (train size aside), log axis."""
+    """Per task, in a grid: score vs the training examples used (`train_rows`; train_size for older records)
+    for each configuration (train size aside), log axis, 95% interval bars."""
     if "train_size" not in table["fields"]:
         return None
-    figure, axes = _panels(len(table["tasks"]))
-    for ax, task in zip(axes[0], table["tasks"]):
+    figure, axes = _grid(len(table["tasks"]))
+    for ax, task in zip(axes, table["tasks"]):
         lines: dict[str, list] = {}
         for row in table["rows"]:
             size, score = row["config"]["train_size"], row["scores"].get(task)
             used = row["train_rows"].get(task) or (int(size) if size not in ("-", "None") else None)
             if score and used:
-                lines.setdefault(_label(row["config"], ("train_size",)), []).append((used, score))
+                lines.setdefault(_label(row["config"], ("train_size",)), []).append(
+                    (used, score, row["score_intervals"].get(task)))
         for label, points in sorted(lines.items()):
             points.sort(key=lambda point: point[0])
-            _means_with_spread(ax, [size for size, _ in points], [score for _, score in points], label, marker="o")
+            _means_with_intervals(ax, [size for size, _, _ in points], [score for _, score, _ in points],
+                                  [span for _, _, span in points], label, marker="o")
         _log_x_panel(ax, task, "training examples", table["metric"])
-    return _with_legend(figure, axes)
+    return _with_legend_below(figure, axes)
 
 
 def tau_figure(table: dict) -> Figure | None:
@@ -426,14 +674,15 @@ def tau_figure(table: dict) -> Figure | None:
             if row["scores"].get(task):
                 adapter = row["counts"]["adapter_params"].split("–")[0].replace(",", "")
                 lines.setdefault(_label(row["config"], ("tau", "method")), []).append(
-                    (float(row["config"]["tau"]), row["scores"][task], int(adapter)))
+                    (float(row["config"]["tau"]), row["scores"][task], int(adapter), row["score_intervals"].get(task)))
         for label, points in sorted(lines.items()):
             points.sort(key=lambda point: point[0])
-            taus = [tau for tau, _, _ in points]
-            _means_with_spread(axes[0][column], taus, [score for _, score, _ in points], label, marker="o")
-            axes[1][column].plot(taus, [count for _, _, count in points], marker="o", label=label)
+            taus = [tau for tau, _, _, _ in points]
+            _means_with_intervals(axes[0][column], taus, [score for _, score, _, _ in points],
+                                  [span for _, _, _, span in points], label, marker="o")
+            axes[1][column].plot(taus, [count for _, _, count, _ in points], marker="o", label=label)
         axes[0][column].set_title(task)
-        axes[0][column].set_ylabel(f"{table['metric']} (mean ± std over seeds)")
+        axes[0][column].set_ylabel(f"{table['metric']} ({INTERVAL_LABEL})")
         axes[1][column].set_ylabel("adapter params")
         axes[1][column].set_yscale("log")
         axes[1][column].set_xlabel("tau")

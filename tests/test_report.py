@@ -10,13 +10,17 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import ray
+import scipy.stats
 from mlflow.entities import Metric, Param
 
 from conftest import run_cli
+from sweeps import stats
 from sweeps.pareto import export_pareto
 from sweeps.report import write_report
+from trainables.predictions import save_predictions
 
 # (method, tau or rank) -> seed -> task -> metrics
 CONFIGS = {
@@ -93,6 +97,16 @@ def expected_cells() -> dict:
 LABELS = {("sst2", "accuracy"): "SST-2", ("mrpc", "accuracy"): "MRPC acc", ("mrpc", "f1"): "MRPC F1"}
 
 
+def t_bounds(values: list[float]) -> tuple[float, float]:
+    """The 95% t-interval of the mean, straight from scipy.stats.t."""
+    return scipy.stats.t.interval(0.95, len(values) - 1, loc=statistics.fmean(values),
+                                  scale=statistics.stdev(values) / math.sqrt(len(values)))
+
+
+def printed(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
 def test_every_cell_is_the_mean_and_std_over_seeds(store, tmp_path):
     uri, client, _, warm, _ = store
     written = write_report("warm", tmp_path, uri)
@@ -108,6 +122,10 @@ def test_every_cell_is_the_mean_and_std_over_seeds(store, tmp_path):
         assert float(row[f"{label} mean"]) == pytest.approx(statistics.fmean(values), abs=1e-12)
         assert float(row[f"{label} std"]) == pytest.approx(statistics.stdev(values), abs=1e-12)
         assert int(row[f"{label} n"]) == len(values)
+        low, high = t_bounds(values)
+        assert (float(row[f"{label} ci_low"]), float(row[f"{label} ci_high"])) == (
+            pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+        assert row[f"{label} ci_kind"] == "t over seeds"
         expected_ids = {warm["ids"][(method, value, seed, task)] for seed in CONFIGS[(method, value)]}
         assert set(row[f"{label} run_ids"].split(";")) == expected_ids  # no failed run, no stale repeat
     for key, row in method_rows.items():
@@ -117,25 +135,39 @@ def test_every_cell_is_the_mean_and_std_over_seeds(store, tmp_path):
         assert float(row["avg"]) == pytest.approx(statistics.fmean(task_means))
 
 
-def test_best_means_are_marked_and_the_warmup_row_shows_the_checkpoint(store, tmp_path):
+def test_bold_is_every_cell_welch_does_not_put_below_the_best_and_the_warmup_row_shows_the_checkpoint(
+        store, tmp_path):
+    """No run here kept predictions: every column's leader is bold, and every other row whose one-sided
+    Welch p-value against it is 0.05 or more (MRPC acc: qrlora tau 0.5 ties lora within noise)."""
     uri, *_ = store
     write_report("warm", tmp_path, uri)
-    table = (tmp_path / "table.md").read_text().splitlines()
-    header = [cell.strip() for cell in table[2].strip("|").split("|")]
-    body = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[4:]]
+    caption, header, body = markdown_body(tmp_path / "table.md")
     cells = expected_cells()
+    warm = {(task, name): [WARMUP[seed][task][index] for seed in sorted(WARMUP)]
+            for task, names in METRIC_NAMES.items() for index, name in enumerate(names)}
+    ties = losses = 0
     for (task, name), label in LABELS.items():
         column = header.index(label)
-        best = max(CONFIGS, key=lambda key: statistics.fmean(cells[(*key, task, name)]))
-        bold = [row for row in body if row[column].startswith("**")]
-        assert len(bold) == 1 and bold[0][header.index("method")] == best[0]
-        assert bold[0][column].startswith(f"**{100 * statistics.fmean(cells[(*best, task, name)]):.1f}**")
+        values = {key: cells[(*key, task, name)] for key in CONFIGS} | {"warm-up": warm[(task, name)]}
+        leader = max(values, key=lambda key: statistics.fmean(values[key]))
+        expected = {key for key, seeds in values.items() if key == leader or scipy.stats.ttest_ind(
+            seeds, values[leader], equal_var=False, alternative="less").pvalue >= 0.05}
+        ties, losses = ties + len(expected) - 1, losses + len(values) - len(expected)
+        bold = {(row[header.index("method")], row[header.index("tau")]) for row in body if row[column].startswith("**")}
+        by_row = {("warm-up checkpoint", "-") if key == "warm-up" else (key[0], key[1] if key[0] == "qrlora" else "-"):
+                  key for key in values}
+        assert {by_row[key] for key in bold} == expected, label
+    assert ties >= 1 and losses >= 1  # the data hold ties within noise and clear losses
     warm_rows = [row for row in body if row[header.index("method")] == "warm-up checkpoint"]
     assert len(warm_rows) == 1
-    sst2 = [WARMUP[seed]["sst2"][0] for seed in sorted(WARMUP)]
-    assert warm_rows[0][header.index("SST-2")] == (
-        f"{100 * statistics.fmean(sst2):.1f} ± {100 * statistics.stdev(sst2):.1f} (3)")
-    assert "\\toprule" in (tmp_path / "table.tex").read_text() and "\\textbf{" in (tmp_path / "table.tex").read_text()
+    sst2 = warm[("sst2", "accuracy")]
+    low, high = t_bounds(sst2)
+    assert warm_rows[0][header.index("SST-2")] == f"{printed(statistics.fmean(sst2))} [{printed(low)}, {printed(high)}] (3)"
+    assert "Bold: every cell not significantly below its column's best, the warm-up checkpoint included" in caption
+    assert ("Selected on: dev — the same split selected (best epoch, search) and is reported here, so the numbers "
+            "are optimistic.") in caption  # runs without a `selection` param selected on dev
+    tex = (tmp_path / "table.tex").read_text()
+    assert "\\toprule" in tex and "\\textbf{" in tex and "dev --- the same split" in tex
 
 
 def test_no_warmup_row_without_a_warmup(store, tmp_path):
@@ -160,6 +192,32 @@ def test_seed_aggregated_front_is_the_brute_force_front_of_configuration_means(s
             assert row["score"] == pytest.approx(means[key][0]) and row["n"] == len(CONFIGS[key])
     header = open(tmp_path / "pareto.csv").readline().strip().split(",")
     assert header[-4:] == ["score_std", "n", "failed", "run_ids"]
+    # per-seed hypervolumes: the fronts of seeds 0 and 1 (the seeds every configuration ran), as the report's
+    reported = write_report("cold", tmp_path / "report", uri)["hypervolume"]
+    for task in ("sst2", "mrpc"):
+        expected = expected_seed_hypervolumes(task)
+        for seeds in (summary["fronts"][f"{task}/2000"]["hypervolume_seeds"], reported[task]):  # one size: no /2000
+            assert seeds["n_seeds"] == 2 and set(seeds["per_seed"]) == {"0", "1"}
+            assert [seeds["per_seed"][seed] for seed in ("0", "1")] == pytest.approx(expected)
+            assert seeds["mean"] == pytest.approx(statistics.fmean(expected))
+            assert (seeds["ci_low"], seeds["ci_high"]) == pytest.approx(t_bounds(expected))
+
+
+def expected_seed_hypervolumes(task: str) -> list[float]:
+    """Per seed 0 and 1: the area in (log10 trainable params, score) that the seed's configurations
+    dominate, up to the reference (score 0; 10x the largest count, as no run records its model's size),
+    summed as rectangles between consecutive points of the staircase, brute force."""
+    ref_cost = 10 * (max(COUNTS.values()) + 770)
+    areas = []
+    for seed in (0, 1):
+        points = [(COUNTS[key] + 770, statistics.fmean(CONFIGS[key][seed][task])) for key in CONFIGS]
+        edges = sorted({cost for cost, _ in points}) + [ref_cost]
+        area = 0.0
+        for left, right in zip(edges, edges[1:]):  # the best score reachable at cost <= left covers [left, right)
+            height = max(score for cost, score in points if cost <= left)
+            area += (math.log10(right) - math.log10(left)) * height
+        areas.append(area)
+    return areas
 
 
 def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
@@ -306,13 +364,17 @@ def test_report_leaves_early_stopped_trials_out_and_says_so(stops, tmp_path, cap
         assert markers == {"lora": "o", "qrlora (2 stopped early)": "X"}
 
 
-def test_one_seed_has_no_std_and_no_error_bar(stops, tmp_path):
+def test_one_seed_without_predictions_has_no_std_no_interval_and_no_error_bar(stops, tmp_path):
     uri, client, _ = stops
     write_report("stops", tmp_path, uri)
     rows = {row["method"]: row for row in csv.DictReader(open(tmp_path / "table.csv"))}
     assert (rows["lora"]["SST-2 n"], rows["lora"]["SST-2 std"]) == ("1", "")  # not 0.0: nothing was measured
+    assert (rows["lora"]["SST-2 ci_low"], rows["lora"]["SST-2 ci_high"], rows["lora"]["SST-2 ci_kind"]) == (
+        "", "", "none")
     assert float(rows["qrlora"]["SST-2 std"]) == pytest.approx(statistics.stdev([0.80, 0.82]))
-    _, header, body = markdown_body(tmp_path / "table.md")
+    caption, header, body = markdown_body(tmp_path / "table.md")
+    assert ("3 one-seed cells show no interval: their runs kept no per-example dev predictions of the epoch "
+            "reported (older runs, or another epoch kept).") in caption
     lora = next(row for row in body if row[header.index("method")] == "lora")
     assert lora[header.index("MRPC acc")] == "64.0 (1)"
     from matplotlib.container import ErrorbarContainer
@@ -325,26 +387,30 @@ def test_one_seed_has_no_std_and_no_error_bar(stops, tmp_path):
     for ax in fronts_figure(build_table(client, runs, "score")).axes[:2]:
         bars = [container for container in ax.containers if isinstance(container, ErrorbarContainer)]
         segments = [segment for container in bars for collection in container[2] for segment in collection.get_segments()]
-        # one bar: qrlora's two seeds; lora's single seed gets none (not a zero-length one)
+        # one bar, the 95% t-interval of qrlora's two seeds; lora's single seed gets none (not a zero-length one)
         assert len(segments) == 1
         [[(x, low), (_, high)]] = segments
-        assert x == COUNTS[("qrlora", "0.5")] + 770 and high - low > 0
+        seeds = {"sst2": [0.80, 0.82], "mrpc": [statistics.fmean([0.60, 0.70]), statistics.fmean([0.62, 0.72])]}
+        assert x == COUNTS[("qrlora", "0.5")] + 770 and (low, high) == pytest.approx(t_bounds(seeds[ax.get_title()[:4]]))
+        assert "95% interval bars" in ax.get_ylabel()
 
 
-def test_bold_goes_to_every_mean_that_prints_as_the_best_warmup_included(stops, tmp_path):
+def test_single_seeds_without_predictions_are_bold_when_they_print_as_the_best_warmup_included(stops, tmp_path):
     uri, *_ = stops
     write_report("stops", tmp_path, uri)
     caption, header, body = markdown_body(tmp_path / "table.md")
-    assert "Bold: every mean that prints the same as its column's best, the warm-up checkpoint included; " \
-           "equal at the printed precision, not a significance test." in caption
     by_method = {row[header.index("method")]: row for row in body}
-    # SST-2: lora 81.04 (one seed) and qrlora 81.0 (two) print alike: both bold
+    # SST-2: lora 81.04 (one seed, no predictions) leads; qrlora's 81.0 (two seeds) prints alike: both bold
+    low, high = t_bounds([0.80, 0.82])
     assert by_method["lora"][header.index("SST-2")] == "**81.0** (1)"
-    assert by_method["qrlora"][header.index("SST-2")] == f"**81.0** ± {100 * statistics.stdev([0.80, 0.82]):.1f} (2)"
+    assert by_method["qrlora"][header.index("SST-2")] == f"**81.0** [{printed(low)}, {printed(high)}] (2)"
     assert not by_method["warm-up checkpoint"][header.index("SST-2")].startswith("**")
-    # MRPC: the warm-up checkpoint (69.0 / 79.0) beats both adapters, and is bold
-    assert by_method["warm-up checkpoint"][header.index("MRPC acc")] == "**69.0** ± 1.4 (2)"
-    assert by_method["warm-up checkpoint"][header.index("MRPC F1")] == "**79.0** ± 1.4 (2)"
+    # MRPC: the warm-up checkpoint (69.0 / 79.0) beats both adapters, and is bold; Welch puts qrlora below it
+    for label, seeds in (("MRPC acc", [0.68, 0.70]), ("MRPC F1", [0.78, 0.80])):
+        low, high = t_bounds(seeds)
+        assert by_method["warm-up checkpoint"][header.index(label)] == f"**{printed(statistics.fmean(seeds))}** [" \
+            f"{printed(low)}, {printed(high)}] (2)"
+    assert scipy.stats.ttest_ind([0.60, 0.62], [0.68, 0.70], equal_var=False, alternative="less").pvalue < 0.05
     assert not any(by_method[method][header.index("MRPC acc")].startswith("**") for method in ("lora", "qrlora"))
 
 
@@ -408,6 +474,81 @@ def log_trial(client, experiment, parent, params: dict, accuracy: float, warmup_
                      params=[Param(k, str(v)) for k, v in {"task": "sst2", **params}.items()])
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_predictions(client, run_id: str, folder: Path, prediction: np.ndarray, label: np.ndarray) -> None:
+    """The run's dev predictions as a trial keeps them: artifact `predictions/validation.npz`."""
+    save_predictions(folder / "predictions", {"validation": {"row": np.arange(len(label), dtype=np.int32),
+                                                             "label": label, "prediction": prediction}})
+    client.log_artifacts(run_id, str(folder))
+
+
+def test_one_seed_with_predictions_gets_a_bootstrap_interval_and_bold_follows_the_paired_test(store, tmp_path):
+    """One seed each, with dev predictions (400 examples): tau 0.1 leads (80.0); tau 0.2 (79.5) disagrees
+    with it on 6 examples (4 against, 2 for): tied within noise, bold though it prints lower; tau 0.3 (60.0)
+    is clearly below; tau 0.4 kept another epoch's predictions (they score 70.0, its record 75.0): unusable,
+    so no interval and the printed rule (not bold)."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("paired", artifact_location=(root / "paired").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    label = np.random.default_rng(0).integers(0, 2, 400).astype(np.int32)
+
+    def answers(wrong: list[int]) -> np.ndarray:
+        prediction = label.copy()
+        prediction[wrong] = 1 - prediction[wrong]
+        return prediction
+
+    leader = list(range(80))  # wrong on 80 of 400: accuracy 0.80
+    configs = {"0.1": (answers(leader), 0.80), "0.2": (answers(leader[2:] + [80, 81, 82, 83]), 0.795),
+               "0.3": (answers(list(range(160))), 0.60), "0.4": (answers(list(range(120))), 0.75)}
+    for tau, (prediction, recorded) in configs.items():
+        run_id = log_trial(client, experiment, parent, {"method": "qrlora", "seed": 0, "tau": tau}, recorded)
+        log_predictions(client, run_id, tmp_path / tau, prediction, label)
+    assert (configs["0.2"][0] == label).mean() == 0.795
+    written = write_report("paired", tmp_path / "out", uri)
+    assert written["intervals"] == {"t over seeds": 0, "bootstrap over examples": 3, "none": 1}
+    rows = {row["tau"]: row for row in csv.DictReader(open(tmp_path / "out" / "table.csv"))}
+    for tau in ("0.1", "0.2", "0.3"):
+        prediction, recorded = configs[tau]
+        low, high = float(rows[tau]["SST-2 ci_low"]), float(rows[tau]["SST-2 ci_high"])
+        assert (rows[tau]["SST-2 ci_kind"], rows[tau]["SST-2 n"]) == ("bootstrap over examples", "1")
+        assert (low, high) == stats.example_interval("sst2", "accuracy", prediction, label)
+        normal = 1.96 * math.sqrt(recorded * (1 - recorded) / len(label))  # the binomial interval, roughly
+        assert (low, high) == (pytest.approx(recorded - normal, abs=0.01), pytest.approx(recorded + normal, abs=0.01))
+    assert (rows["0.4"]["SST-2 ci_kind"], rows["0.4"]["SST-2 ci_low"]) == ("none", "")
+    caption, header, body = markdown_body(tmp_path / "out" / "table.md")
+    cells = {row[header.index("tau")]: row[header.index("SST-2")] for row in body}
+    assert cells["0.1"].startswith("**80.0** [") and cells["0.2"].startswith("**79.5** [")
+    assert cells["0.3"].startswith("60.0 [") and cells["0.4"] == "75.0 (1)"
+    # what the bold rule read: the paired interval of 0.2 - 0.1 straddles 0, that of 0.3 - 0.1 lies below it
+    effects = {tau: stats.paired_effect("sst2", "accuracy", {"0": (configs[tau][0], label)},
+                                        {"0": (configs["0.1"][0], label)}) for tau in ("0.2", "0.3")}
+    assert effects["0.2"].ci_low < 0 <= effects["0.2"].ci_high and effects["0.3"].ci_high < 0
+    assert "1 one-seed cell shows no interval: its run kept no per-example dev predictions" in caption
+
+
+def test_caption_says_a_holdout_selected_and_how_big(store, tmp_path):
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("holdout", artifact_location=(root / "holdout").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    for seed, accuracy in enumerate([0.80, 0.82]):
+        log_trial(client, experiment, parent, {"method": "qrlora", "seed": seed, "tau": "0.5", "selection": "holdout",
+                                               "holdout_size": 300}, accuracy)
+    write_report("holdout", tmp_path, uri)
+    caption, *_ = markdown_body(tmp_path / "table.md")
+    assert "Selected on: holdout (300 examples carved from train; dev only reported)." in caption
+    assert "Selected on: dev" not in caption
+
+
+def test_fronts_are_a_grid_of_at_most_three_columns():
+    from sweeps.report import GRID_COLUMNS, _grid
+
+    figure, axes = _grid(5)
+    assert GRID_COLUMNS == 3 and len(axes) == len(figure.axes) == 5
+    spans = {(ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start) for ax in axes}
+    assert spans == {(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)}
+    width, height = figure.get_size_inches()
+    assert width <= 11 and height < width  # page width, not a 26-inch strip
 
 
 def test_warmup_rows_are_the_checkpoints_the_runs_name(store, tmp_path):
