@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import ray
 import scipy.stats
+import yaml
 from mlflow.entities import Metric, Param
 
 from conftest import run_cli
@@ -263,12 +264,14 @@ def test_report_errors_are_one_line_and_write_nothing(store, tmp_path, capsys):
 
 
 def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_dir, tmp_path):
-    """2 tau x 2 seeds x 2 training sizes on a tiny model, then `report`: table, fronts, tau and data size."""
+    """2 tau x 3 seeds x 2 training sizes on a tiny model, then `report` and `claims`: table with intervals,
+    fronts, tau and data size; claims whose verdicts follow their intervals, and selectors that fail."""
     from sweeps.run import run_sweep
     from sweeps.spec import parse_spec
 
-    values = {"name": "tiny", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [32, 64], "seeds": [0, 1],
-              "epochs": 1, "trial": {"max_length": 32, "cache_dir": str(tmp_path / "cache"), "glue_dir": str(glue_dir)},
+    values = {"name": "tiny", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [32, 64], "seeds": [0, 1, 2],
+              "epochs": 1, "trial": {"max_length": 32, "cache_dir": str(tmp_path / "cache"), "glue_dir": str(glue_dir),
+                                     "lr": 0.5, "head_lr": 0.5},
               "methods": {"qrlora": {"tau": [0.3, 0.6], "layers": "last:1"}}, "search": {"concurrency": 2},
               "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "storage_path": str(tmp_path / "results")}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -291,9 +294,57 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
     rows = list(csv.DictReader(open(tmp_path / "report" / "table.csv")))
     assert sorted((row["tau"], row["train_size"]) for row in rows) == [
         ("0.3", "32"), ("0.3", "64"), ("0.6", "32"), ("0.6", "64")]
-    assert all(row["SST-2 n"] == "2" for row in rows)
+    runs = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'trial'")
+    scores = {(run.data.params["tau"], run.data.params["train_size"], int(run.data.params["seed"])):
+              run.data.metrics["accuracy"] for run in runs}
+    for row in rows:  # each cell: the mean of its three seeds inside its t-interval over them
+        seeds = [scores[(row["tau"], row["train_size"], seed)] for seed in (0, 1, 2)]
+        low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(seeds), scale=scipy.stats.sem(seeds))
+        assert (row["SST-2 n"], row["SST-2 ci_kind"]) == ("3", "t over seeds")
+        assert float(row["SST-2 mean"]) == pytest.approx(np.mean(seeds))
+        assert (float(row["SST-2 ci_low"]), float(row["SST-2 ci_high"])) == (pytest.approx(low), pytest.approx(high))
     for path in files - {"table.md", "table.tex", "table.csv"}:
         assert (tmp_path / "report" / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    one = {"task": "sst2", "relation": ">=", "margin": 0.0}
+    claims = tmp_path / "claims.yaml"
+    written = [{"name": "tau 0.3 at least matches tau 0.6", "a": {"tau": 0.3, "train_size": 64},
+                "b": {"tau": 0.6, "train_size": 64}, **one},
+               {"name": "64 examples beat 32", "a": {"tau": 0.3, "train_size": 64}, "b": {"tau": 0.3, "train_size": 32},
+                **one, "relation": ">"},
+               {"name": "itself", "a": {"tau": 0.6, "train_size": 32}, "b": {"tau": 0.6, "train_size": 32}, **one}]
+    claims.write_text(yaml.safe_dump({"claims": written}))
+    out = tmp_path / "claims"
+    done = claims_cli("--experiment", "tiny", "--claims", str(claims), "--out", str(out), "--tracking-uri",
+                      values["tracking_uri"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "claims")} == \
+        {"claims.md", "claims.csv"}
+    results = {row["name"]: row for row in csv.DictReader(open(out / "claims.csv"))}
+    for claim in written:  # kept last epoch: the effect is the mean over seeds of the recorded gaps
+        row, a, b = results[claim["name"]], claim["a"], claim["b"]
+        gaps = [scores[(str(a["tau"]), str(a["train_size"]), seed)] - scores[(str(b["tau"]), str(b["train_size"]), seed)]
+                for seed in (0, 1, 2)]
+        assert (row["n_seeds"], float(row["effect"])) == ("3", pytest.approx(np.mean(gaps), abs=1e-12))
+        low, high, bound = float(row["ci_low"]), float(row["ci_high"]), float(row["margin"]) * (
+            1 if row["relation"] == ">" else -1)
+        assert low <= float(row["effect"]) <= high
+        assert row["verdict"] == ("holds" if low > bound else "fails" if high < bound else "inconclusive")
+    assert (results["itself"]["verdict"], float(results["itself"]["effect"])) == ("inconclusive", 0.0)
+    for selector, expected in (({"tau": 0.9}, "matches no sst2 run (tau takes 0.3, 0.6)"),
+                               ({"tau": 0.3}, "matches 2 configurations")):
+        claims.write_text(yaml.safe_dump({"claims": [{"name": "bad selector", "a": selector, "b": {"tau": 0.6,
+                                                                                                   "train_size": 32}, **one}]}))
+        done = claims_cli("--experiment", "tiny", "--claims", str(claims), "--out", str(tmp_path / "bad"),
+                          "--tracking-uri", values["tracking_uri"], cwd=tmp_path)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "claim 'bad selector'" in done.stderr and expected in done.stderr, done.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+def claims_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sweeps.cli", "claims", *args], capture_output=True, text=True,
+                          cwd=cwd)
 
 
 # (method, tau or rank) -> seed -> (sst2 [accuracy], mrpc [accuracy, f1], stopped at rung 1 or not)
