@@ -300,6 +300,13 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
                                  max_results=1)
     if not parents:
         raise ValueError(f"--experiment: {experiment!r} has no sweep parent run (tag qrlora.role = 'sweep')")
+    # A task the sweep has not run (yet: launches add tasks and seeds) leaves its claims untested, said so;
+    # a selector that matches nothing within a task that ran is a mistake in the file.
+    ran = {run.data.tags.get("task") for run in runs}
+    untested = [claim for claim in claims if claim.task not in ran]
+    claims = [claim for claim in claims if claim.task in ran]
+    if not claims:
+        raise ValueError(f"--claims: no claim is about a task {experiment!r} ran ({', '.join(sorted(ran))})")
     fields = config_fields(runs)
     sides = [(claim, select(claim, "a", runs, fields), select(claim, "b", runs, fields)) for claim in claims]
     for claim, a, b in sides:
@@ -325,13 +332,13 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".claims-") as staging:
         staged = Path(staging)
-        (staged / "claims.md").write_text(markdown(results, stopped))
-        write_csv(staged / "claims.csv", results)
+        (staged / "claims.md").write_text(markdown(results, stopped, untested))
+        write_csv(staged / "claims.csv", results, untested)
         for name in OUTPUT_FILES:
             os.replace(staged / name, out / name)
     for name in OUTPUT_FILES:
         client.log_artifact(parents[0].info.run_id, str(out / name), artifact_path="claims")
-    return {"experiment": experiment, "results": results, "files": list(OUTPUT_FILES),
+    return {"experiment": experiment, "results": results, "untested": untested, "files": list(OUTPUT_FILES),
             "parent_run_id": parents[0].info.run_id, "stopped_left_out": stopped}
 
 
@@ -369,7 +376,14 @@ def caption(results: list[Result], stopped: int) -> str:
     return text
 
 
-def markdown(results: list[Result], stopped: int = 0) -> str:
+UNTESTED = "untested"  # the verdict of a claim about a task the experiment has no runs of
+
+
+def _untested_note(claim: Claim) -> str:
+    return f"no {claim.task} runs in this experiment"
+
+
+def markdown(results: list[Result], stopped: int = 0, untested: list[Claim] = ()) -> str:
     header = ["claim", "task", "a", "b", "relation", f"effect [{100 * CONFIDENCE:g}% CI]", "p", "p_holm", "seeds",
               "verdict", "seeds to decide"]
     lines = [caption(results, stopped), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -381,11 +395,16 @@ def markdown(results: list[Result], stopped: int = 0) -> str:
                  f"**{result.verdict}**" if result.verdict != "inconclusive" else result.verdict,
                  result.seeds_to_decide() or "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    for claim in untested:
+        cells = [claim.name, claim.task, _selector_text(claim.a), _selector_text(claim.b), _claim_text(claim), "-",
+                 "-", "-", "0", f"{UNTESTED} ({_untested_note(claim)})", "-"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, results: list[Result]) -> None:
-    """One row per claim, exactly CSV_COLUMNS; run_ids: a's runs then b's, seed order, joined by `;`."""
+def write_csv(path: Path, results: list[Result], untested: list[Claim] = ()) -> None:
+    """One row per claim, exactly CSV_COLUMNS; run_ids: a's runs then b's, seed order, joined by `;`;
+    untested claims last, with n_seeds 0 and no numbers."""
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -396,9 +415,13 @@ def write_csv(path: Path, results: list[Result]) -> None:
                              "effect": effect.effect, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
                              "p_value": effect.p_value, "p_holm": result.p_holm, "n_seeds": effect.n_seeds,
                              "verdict": result.verdict, "run_ids": ";".join(result.run_ids)})
+        for claim in untested:
+            writer.writerow({"name": claim.name, "task": claim.task, "a": _selector_text(claim.a),
+                             "b": _selector_text(claim.b), "relation": claim.relation, "margin": claim.margin,
+                             "n_seeds": 0, "verdict": UNTESTED})
 
 
-def summary_lines(results: list[Result]) -> list[str]:
+def summary_lines(results: list[Result], untested: list[Claim] = ()) -> list[str]:
     """What the command prints: per claim its verdict, effect, interval, seeds, and seeds to decide."""
     lines = []
     for result in results:
@@ -410,4 +433,4 @@ def summary_lines(results: list[Result]) -> list[str]:
         if result.verdict == "inconclusive":
             line += f"; seeds to decide: {result.seeds_to_decide()}"
         lines.append(line)
-    return lines
+    return lines + [f"{UNTESTED}: {claim.name} [{claim.task}]: {_untested_note(claim)}" for claim in untested]

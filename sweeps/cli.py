@@ -142,7 +142,7 @@ def command_claims(args: argparse.Namespace) -> int:
         written = evaluate_claims(args.experiment, args.claims, args.out, tracking_uri=_uri(args))
     except ValueError as error:
         args.parser.error(str(error))
-    print("\n".join(summary_lines(written["results"])))
+    print("\n".join(summary_lines(written["results"], written["untested"])))
     print(f"wrote claims.md, claims.csv to {args.out} ({len(written['results'])} claims); "
           f"logged to run {written['parent_run_id']} under claims/")
     return 0

@@ -251,8 +251,12 @@ def write_claims(path: Path, claims: list[dict]) -> Path:
     return path
 
 
+UNRUN = {"name": "QR-LoRA matches full on RTE", "task": "rte", "a": QR, "b": {"method": "full"}, "relation": ">="}
+
+
 def test_claims_cli_writes_verdicts_and_logs_them_to_the_parent_run(store, tmp_path, capsys):
-    claims_file = write_claims(tmp_path / "claims.yaml", CLAIMS)
+    """...and a claim about a task the sweep has not run (yet) is listed as untested, not tested."""
+    claims_file = write_claims(tmp_path / "claims.yaml", [*CLAIMS, UNRUN])
     out = tmp_path / "out"
     assert main(["claims", "--experiment", "sweep", "--claims", str(claims_file), "--out", str(out),
                  "--tracking-uri", store["uri"]]) == 0
@@ -282,6 +286,9 @@ def test_claims_cli_writes_verdicts_and_logs_them_to_the_parent_run(store, tmp_p
     assert rows["QR-LoRA tau 0.3 against 0.5"]["n_seeds"] == "2"  # tau 0.3 ran seeds 0 and 1
     p_values = [float(rows[claim["name"]]["p_value"]) for claim in CLAIMS]
     assert [float(rows[claim["name"]]["p_holm"]) for claim in CLAIMS] == pytest.approx(stats.holm(p_values))
+    unrun = rows[UNRUN["name"]]  # not in Holm's family, no numbers
+    assert (unrun["verdict"], unrun["n_seeds"], unrun["effect"], unrun["p_holm"]) == ("untested", "0", "", "")
+    assert "untested: QR-LoRA matches full on RTE [rte]: no rte runs in this experiment" in printed
     assert "inconclusive: LoRA against itself" in printed and "seeds to decide: never" in printed
     assert "holds: full ahead of QR-LoRA by 5 points" in printed and "3 seeds" in printed
     markdown = (out / "claims.md").read_text()
