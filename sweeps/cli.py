@@ -119,8 +119,16 @@ def command_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_downloads() -> None:
+    """No progress bar per downloaded artifact (reports and claims fetch one file per run)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def command_report(args: argparse.Namespace) -> int:
     """The paper's table (markdown, LaTeX, CSV) and figures of a sweep, from its MLflow runs."""
+    _quiet_downloads()
     from sweeps.report import write_report
 
     try:
@@ -136,6 +144,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_claims(args: argparse.Namespace) -> int:
     """Test a paper's claims (YAML) on a sweep's per-example dev predictions: claims.md, claims.csv."""
+    _quiet_downloads()
     from sweeps.claims import evaluate_claims, summary_lines
 
     try:
@@ -150,9 +159,7 @@ def command_claims(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     """Write a trial run's kept adapter (or merged model) to a folder that PEFT / transformers load."""
-    import os
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    _quiet_downloads()
     from sweeps.export import export_run
 
     try:
