@@ -28,7 +28,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -39,6 +38,7 @@ from mlflow.entities import Run
 from .aggregate import STOPPED_TAG, cell, config_fields, full_budget, group
 from .conditions import Condition, condition_of, label, size_order, size_text
 from .finite import finite
+from .stats import t_interval
 
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
@@ -111,15 +111,6 @@ def hypervolume(
             area += (log_ref_cost - log_cost) * (score_arr[i] - covered_score)
             covered_score = score_arr[i]
     return area
-
-
-def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """The `confidence` t-interval of the mean of `values` (at least two); no spread gives (mean, mean)."""
-    mean, sem = float(np.mean(values)), float(scipy.stats.sem(values))
-    if sem == 0:
-        return mean, mean
-    low, high = scipy.stats.t.interval(confidence, len(values) - 1, loc=mean, scale=sem)
-    return float(low), float(high)
 
 
 def seed_hypervolumes(points: Sequence[tuple[float, Mapping[str, float]]], ref_score: float, ref_cost: float,
