@@ -4,8 +4,6 @@ import math
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -241,11 +239,6 @@ def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tm
     assert (line["n"], line["failed"]) == ("2", "1")
 
 
-def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", "report", *args], capture_output=True, text=True,
-                          cwd=cwd)
-
-
 def test_report_errors_are_one_line_and_write_nothing(store, tmp_path, capsys):
     uri, client, root, *_ = store
     only_failed = client.create_experiment("only-failed", artifact_location=(root / "only-failed").as_uri())
@@ -263,7 +256,7 @@ def test_report_errors_are_one_line_and_write_nothing(store, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_dir, tmp_path):
+def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_dir, tmp_path, capsys):
     """2 tau x 3 seeds x 2 training sizes on a tiny model, then `report` and `claims`: table with intervals,
     fronts, tau and data size; claims whose verdicts follow their intervals, and selectors that fail."""
     from sweeps.run import run_sweep
@@ -282,9 +275,8 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
     finally:
         os.chdir(cwd)
         ray.shutdown()
-    done = report_cli("--experiment", "tiny", "--out", str(tmp_path / "report"), "--tracking-uri",
-                      values["tracking_uri"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert cli_in_process(["report", "--experiment", "tiny", "--out", str(tmp_path / "report"), "--tracking-uri",
+                           values["tracking_uri"]], cwd=tmp_path) == 0
     files = {"table.md", "table.tex", "table.csv", "fronts.png", "tau.png", "datasize.png"}
     assert {path.name for path in (tmp_path / "report").iterdir()} == files
     client = mlflow.MlflowClient(values["tracking_uri"])
@@ -315,9 +307,8 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
                {"name": "itself", "a": {"tau": 0.6, "train_size": 32}, "b": {"tau": 0.6, "train_size": 32}, **one}]
     claims.write_text(yaml.safe_dump({"claims": written}))
     out = tmp_path / "claims"
-    done = claims_cli("--experiment", "tiny", "--claims", str(claims), "--out", str(out), "--tracking-uri",
-                      values["tracking_uri"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    assert cli_in_process(["claims", "--experiment", "tiny", "--claims", str(claims), "--out", str(out),
+                           "--tracking-uri", values["tracking_uri"]], cwd=tmp_path) == 0
     assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "claims")} == \
         {"claims.md", "claims.csv"}
     results = {row["name"]: row for row in csv.DictReader(open(out / "claims.csv"))}
@@ -335,16 +326,25 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
                                ({"tau": 0.3}, "matches 2 configurations")):
         claims.write_text(yaml.safe_dump({"claims": [{"name": "bad selector", "a": selector, "b": {"tau": 0.6,
                                                                                                    "train_size": 32}, **one}]}))
-        done = claims_cli("--experiment", "tiny", "--claims", str(claims), "--out", str(tmp_path / "bad"),
-                          "--tracking-uri", values["tracking_uri"], cwd=tmp_path)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert "claim 'bad selector'" in done.stderr and expected in done.stderr, done.stderr
+        # run_cli also checks that nothing was written under tmp_path
+        code, lines = run_cli(tmp_path, ["claims", "--experiment", "tiny", "--claims", str(claims), "--out",
+                                         str(tmp_path / "bad"), "--tracking-uri", values["tracking_uri"]], capsys)
+        assert code == 2 and len(lines) == 1, lines
+        assert "claim 'bad selector'" in lines[0] and expected in lines[0], lines
         assert not (tmp_path / "bad").exists()
 
 
-def claims_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sweeps.cli", "claims", *args], capture_output=True, text=True,
-                          cwd=cwd)
+def cli_in_process(argv: list[str], cwd: Path) -> int:
+    """`qrlora-sweep ARGV` run from `cwd` in this process: the console script's own `main`, without a fresh
+    interpreter's imports (about 10 s a call on a loaded 2-core machine)."""
+    from sweeps.cli import main
+
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return main(argv)
+    finally:
+        os.chdir(previous)
 
 
 # (method, tau or rank) -> seed -> (sst2 [accuracy], mrpc [accuracy, f1], stopped at rung 1 or not)

@@ -112,15 +112,16 @@ def submit_job(dashboard: str, work: Path, log: Path) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_worker_node_killed_mid_trial_on_s3_storage(tmp_path, s3_server, glue_dir, monkeypatch):
+def test_worker_node_killed_mid_trial_on_s3_storage(tmp_path, s3_server, glue_dir, tiny_model_dir, monkeypatch):
     mlflow_port, ray_port, dashboard_port = free_port(), free_port(), free_port()
     tracking = f"http://127.0.0.1:{mlflow_port}"
     server = start_mlflow_server(tmp_path / "mlflow", mlflow_port, artifacts=f"s3://{BUCKET}/mlflow-artifacts")
     work = tmp_path / "job"
     work.mkdir()
-    # MiniLM with every layer trained: epochs of a few seconds on one core, long enough to kill between.
+    # The tiny BERT (a folder every node reads, as the faults tests use it), every layer trained, on 20,000
+    # examples: epochs of about 4 s on one core, so the kill after epoch 1 lands two epochs before the end.
     (work / "s3-cluster.yaml").write_text(yaml.safe_dump({
-        "name": "s3-cluster", "model": "minilm", "tasks": ["sst2"], "train_sizes": [256], "epochs": 3,
+        "name": "s3-cluster", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [20000], "epochs": 3,
         "warmup_epochs": 1, "resources": {"cpus": 1}, "trial": {"max_length": 32, "glue_dir": str(glue_dir)},
         "methods": {"qrlora": {"tau": 0.5, "layers": "all"}}, "search": {"algorithm": "grid"},
         "tracking_uri": tracking}))

@@ -3,8 +3,6 @@ import copy
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -13,6 +11,7 @@ import pytest
 import ray
 import yaml
 
+from conftest import run_cli
 from sweeps.space import DefineByRun, trial_config
 from sweeps.spec import load_spec, parse_spec
 from trainables.config import TrialConfig
@@ -343,13 +342,12 @@ def test_pareto_files_agree_with_the_runs(sweep):
     assert tags == {run_id: str(run_id in front).lower() for run_id in points}
 
 
-def test_run_rejects_a_bad_spec_before_anything_starts(tmp_path):
+def test_run_rejects_a_bad_spec_before_anything_starts(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text(yaml.safe_dump(with_change("methods.qrlora.tau", [0.5, 3])))
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec)], cwd=tmp_path,
-                          capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == "qrlora-sweep run: error: methods.qrlora.tau: must be in (0, 1], got 3"
+    code, lines = run_cli(tmp_path, ["run", str(spec)], capsys)  # `qrlora-sweep run` from tmp_path, in this process
+    assert code == 2
+    assert lines[-1] == "qrlora-sweep run: error: methods.qrlora.tau: must be in (0, 1], got 3"
     assert [path.name for path in tmp_path.iterdir()] == ["bad.yaml"]  # no mlflow.db, no ray_results
 
 

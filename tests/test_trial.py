@@ -8,6 +8,7 @@ import pytest
 import ray
 from ray import tune
 
+from conftest import run_cli
 from qrlora import QRLoRAConfig, apply_method
 from trainables.config import TrialConfig
 from trainables.models import load_model
@@ -70,12 +71,10 @@ def test_cli_train_prints_record_as_last_line(glue_dir, cache_dir):
     assert "epoch 1/1" in done.stderr  # progress
 
 
-def test_cli_rejects_bad_value_before_work():
-    done = subprocess.run([sys.executable, "-m", "sweeps.cli", "train", "--rank-rule", "svd"],
-                          capture_output=True, text=True)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (
-        "qrlora-sweep train: error: rank_rule: unknown 'svd'; choose one of relative, energy, rank")
+def test_cli_rejects_bad_value_before_work(tmp_path, capsys):
+    code, lines = run_cli(tmp_path, ["train", "--rank-rule", "svd"], capsys)  # in this process; nothing written
+    assert code == 2
+    assert lines[-1] == "qrlora-sweep train: error: rank_rule: unknown 'svd'; choose one of relative, energy, rank"
 
 
 def test_trial_config_errors():
