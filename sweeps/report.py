@@ -547,13 +547,14 @@ def _with_legend(figure: Figure, axes) -> Figure:
 
 
 def _with_legend_below(figure: Figure, axes: list) -> Figure:
-    """One legend for all panels, every configuration once, below the grid in up to GRID_COLUMNS columns."""
+    """One legend for all panels, every configuration once, below the grid in as many columns as the grid
+    has (long configuration labels: more would run past the figure's edges)."""
     entries: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     figure.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=7, frameon=False,
-                  ncols=min(len(entries), GRID_COLUMNS) or 1)
+                  ncols=max(1, min(len(entries), len(axes), GRID_COLUMNS)))
     return figure
 
 
