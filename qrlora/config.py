@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Sequence
 
-MATRICES = ("q", "k", "v", "o")
+MATRICES = ("q", "k", "v", "o", "gate", "up", "down")  # attention, then the feed-forward projections
 RANK_RULES = ("relative", "energy", "rank")
 
 
@@ -45,7 +45,7 @@ def parse_layers(layers: str | int | Sequence[int]) -> str | tuple[int, ...]:
 
 @dataclass
 class TargetConfig:
-    """Which weights a method adapts: attention matrices of chosen layers (shared by every method)."""
+    """Which weights a method adapts: attention or feed-forward matrices of chosen layers (every method)."""
 
     method: ClassVar[str] = ""
     layers: str | Sequence[int] = "all"

@@ -1,4 +1,5 @@
-"""Where the attention matrices live in each supported architecture."""
+"""Where each adaptable weight lives in the supported architectures: attention q/k/v/o and the
+feed-forward up/gate/down projections."""
 from __future__ import annotations
 
 import re
@@ -10,17 +11,20 @@ from .config import TargetConfig
 
 _BERT_LIKE = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
               # attention.output.dense is Wo; the bare output.dense is the feed-forward down-projection.
-              "o": "attention.output.dense"}
-_DECODER = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj"}
+              "o": "attention.output.dense", "up": "intermediate.dense", "down": "output.dense"}
+# Llama-family MLPs are gated: down(act(gate(x)) * up(x)).
+_DECODER = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
 
 # model_type -> (path of the layer list, matrix -> module path inside one layer)
 ARCHITECTURES: dict[str, tuple[str, dict[str, str]]] = {
     "bert": ("encoder.layer", _BERT_LIKE),
     "roberta": ("encoder.layer", _BERT_LIKE),
-    "distilbert": ("transformer.layer", {"q": "attention.q_lin", "k": "attention.k_lin",
-                                         "v": "attention.v_lin", "o": "attention.out_lin"}),
+    "distilbert": ("transformer.layer", {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
+                                         "o": "attention.out_lin", "up": "ffn.lin1", "down": "ffn.lin2"}),
     "deberta-v2": ("encoder.layer", {"q": "attention.self.query_proj", "k": "attention.self.key_proj",
-                                     "v": "attention.self.value_proj", "o": "attention.output.dense"}),
+                                     "v": "attention.self.value_proj", "o": "attention.output.dense",
+                                     "up": "intermediate.dense", "down": "output.dense"}),
     "llama": ("layers", _DECODER),
     "mistral": ("layers", _DECODER),
     "qwen2": ("layers", _DECODER),
@@ -53,11 +57,15 @@ def select_layers(layers: str | tuple[int, ...], num_layers: int) -> list[int]:
 
 
 def find_targets(model: nn.Module, config: TargetConfig) -> list[Target]:
-    """The Linear modules a config selects, in layer then q/k/v/o order."""
+    """The Linear modules a config selects, in layer then matrix order (q, k, v, o, gate, up, down)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in ARCHITECTURES:
         raise ValueError(f"model_type: unsupported {model_type!r}; supported: {', '.join(sorted(ARCHITECTURES))}")
     layer_path, matrix_paths = ARCHITECTURES[model_type]
+    absent = [matrix for matrix in config.matrices if matrix not in matrix_paths]
+    if absent:
+        raise ValueError(f"matrices: {', '.join(absent)} not in {model_type} models; "
+                         f"allowed: {', '.join(matrix_paths)}")
     pattern = re.compile(rf"^(?:.*\.)?{re.escape(layer_path)}\.(\d+)\.(.+)$")
     found: dict[tuple[int, str], str] = {}
     layer_count = 0

@@ -78,6 +78,8 @@ SPEC_CASES = [
      "methods.qrlora.layers: last:8 asks for more than the model's 6 layers (model minilm)"),
     ("variant-layer-beyond-model", {"methods.lora": {"variants": [{"layers": "last:2"}, {"layers": [0, 6]}]}},
      "methods.lora.variants[1].layers: [6] out of range for a 6-layer model; allowed -6..5 (model minilm)"),
+    ("gate-on-bert", {"methods.lora.matrices": ["q,v", "up,gate"]},
+     "methods.lora.matrices: gate not in bert models; allowed: q, k, v, o, up, down (model minilm)"),
     ("layer-range-end", {"methods.qrlora.layers": {"low": -7, "high": 5}, "search.algorithm": "random"},
      "methods.qrlora.layers: [-7] out of range for a 6-layer model; allowed -6..5 (model minilm)"),
     ("trial-layers", {"trial.layers": "last:7", "methods.lora": {}},

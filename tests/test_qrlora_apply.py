@@ -5,7 +5,7 @@ import torch
 
 from qrlora import (FullFinetuneConfig, LoRAConfig, QRLoRAConfig, QRLoRALinear, SVDLoRAConfig, apply_method,
                     find_targets, merge)
-from tiny_models import CONFIGS, LAYER0_PATHS, tiny_inputs, tiny_model
+from tiny_models import CONFIGS, LAYER0_FFN_PATHS, LAYER0_PATHS, tiny_inputs, tiny_model
 
 ARCHS = sorted(CONFIGS)
 HEAD = {"bert": ["classifier"], "roberta": ["classifier"], "distilbert": ["pre_classifier", "classifier"],
@@ -30,6 +30,59 @@ def test_targets_map_each_matrix(arch):
     last_two = find_targets(model, QRLoRAConfig(layers="last:2", matrices="v"))
     assert [t.layer for t in last_two] == [1, 2]
     assert [t.layer for t in find_targets(model, QRLoRAConfig(layers=[-1, 0], matrices="o"))] == [0, 2]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_targets_map_feed_forward_matrices(arch):
+    model = tiny_model(arch)
+    ffn = ",".join(LAYER0_FFN_PATHS[arch])
+    targets = find_targets(model, QRLoRAConfig(layers=[0], matrices=ffn))
+    assert {t.matrix: t.name for t in targets} == LAYER0_FFN_PATHS[arch]
+    both = find_targets(model, QRLoRAConfig(layers="last:2", matrices=f"down,q,{ffn}"))
+    order = ["q"] + [m for m in ("gate", "up", "down") if m in LAYER0_FFN_PATHS[arch]]
+    assert [(t.layer, t.matrix) for t in both] == [(layer, m) for layer in (1, 2) for m in order]
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert", "deberta-v2"])
+def test_gate_on_an_ungated_model_names_what_exists(arch):
+    with pytest.raises(ValueError) as error:
+        find_targets(tiny_model(arch), QRLoRAConfig(matrices="q,gate"))
+    assert str(error.value) == f"matrices: gate not in {arch} models; allowed: q, k, v, o, up, down"
+
+
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+@pytest.mark.parametrize("matrix", ["up", "down"])
+def test_qrlora_rank_on_a_rectangular_weight_equals_scipys_count(arch, matrix):
+    """Rank rule on the 32 x 16 up / 16 x 32 down projections, counted independently with scipy."""
+    import numpy as np
+    import scipy.linalg
+
+    model = tiny_model(arch)
+    weight = model.get_submodule(LAYER0_FFN_PATHS[arch][matrix]).weight.detach().double().numpy()
+    assert weight.shape[0] != weight.shape[1]
+    _, r, _ = scipy.linalg.qr(weight, pivoting=True)
+    diag = np.abs(np.diag(r))
+    for tau in (0.3, 0.5, 0.7):
+        expected = int(np.sum(np.cumprod(diag >= tau * diag[0])))
+        _, report = apply_method(tiny_model(arch), QRLoRAConfig(tau=tau, layers=[0], matrices=matrix))
+        assert report.ranks == {LAYER0_FFN_PATHS[arch][matrix]: expected}
+        assert report.adapter_params == expected
+
+
+@pytest.mark.parametrize("config_class", [LoRAConfig, SVDLoRAConfig, QRLoRAConfig])
+def test_feed_forward_targets_train_and_merge(config_class):
+    """Every adapter method on llama's gate/up/down: only its own parameters get gradients, and merging keeps
+    the outputs."""
+    model, _ = apply_method(tiny_model("llama"), config_class(layers="last:1", matrices="gate,up,down"))
+    with torch.no_grad():  # move off the identity start, so merging has something to fold
+        for name, param in model.named_parameters():
+            if name.endswith((".lambdas", "lora_B.default.weight")):
+                param.normal_()
+    adapted = {name for name in params_with_grad(model) if "score" not in name}  # all but the head
+    assert {name.split(".mlp.")[1].split(".")[0] for name in adapted} == {"gate_proj", "up_proj", "down_proj"}
+    assert all(".layers.2.mlp." in name for name in adapted)
+    before = model(**tiny_inputs()).logits
+    assert torch.allclose(merge(model)(**tiny_inputs()).logits, before, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -140,8 +193,8 @@ def test_svd_lora_starts_from_top_singular_vectors():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"matrices": "q,x"}, "matrices: ['x'] not allowed; choose from q, k, v, o"),
-    ({"matrices": ""}, "matrices: empty not allowed; choose from q, k, v, o"),
+    ({"matrices": "q,x"}, "matrices: ['x'] not allowed; choose from q, k, v, o, gate, up, down"),
+    ({"matrices": ""}, "matrices: empty not allowed; choose from q, k, v, o, gate, up, down"),
     ({"layers": "last:0"}, "layers: bad 'last:0'"),
     ({"layers": "first:2"}, "layers: bad 'first:2'"),
     ({"tau": 0.0}, "tau: must be in (0, 1], got 0.0"),

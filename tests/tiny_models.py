@@ -32,6 +32,15 @@ LAYER0_PATHS = {
                    {"q": "self.query_proj", "k": "self.key_proj", "v": "self.value_proj", "o": "output.dense"}.items()},
     **{arch: {m: f"model.layers.0.self_attn.{m}_proj" for m in "qkvo"} for arch in ("llama", "mistral", "qwen2")},
 }
+# The feed-forward projections of layer 0, also by hand: BERT-style up = intermediate.dense, down = the bare
+# output.dense; DistilBERT's ffn.lin1/lin2; Llama-family gate/up/down_proj (gated MLP).
+LAYER0_FFN_PATHS = {
+    "bert": {"up": "bert.encoder.layer.0.intermediate.dense", "down": "bert.encoder.layer.0.output.dense"},
+    "roberta": {"up": "roberta.encoder.layer.0.intermediate.dense", "down": "roberta.encoder.layer.0.output.dense"},
+    "distilbert": {"up": "distilbert.transformer.layer.0.ffn.lin1", "down": "distilbert.transformer.layer.0.ffn.lin2"},
+    "deberta-v2": {"up": "deberta.encoder.layer.0.intermediate.dense", "down": "deberta.encoder.layer.0.output.dense"},
+    **{arch: {m: f"model.layers.0.mlp.{m}_proj" for m in ("gate", "up", "down")} for arch in ("llama", "mistral", "qwen2")},
+}
 
 
 def tiny_model(arch: str = "bert", num_labels: int = 2, seed: int = 0) -> torch.nn.Module:
