@@ -74,7 +74,7 @@ def _inject_qrlora(model: nn.Module, config: QRLoRAConfig, cache: BasisCache) ->
     targets = find_targets(model, config)
     linears = [model.get_submodule(target.name) for target in targets]
     modules = {}
-    for target, linear, (key, basis) in zip(targets, linears, cache.get_many([linear.weight for linear in linears])):
+    for target, linear, (key, basis) in zip(targets, linears, cache.get_many([linear.weight for linear in linears], config.basis)):
         parent_name, _, child_name = target.name.rpartition(".")
         rank = select_rank(basis.diag, config.rank_rule, config.tau, config.rank)
         setattr(model.get_submodule(parent_name), child_name, QRLoRALinear(linear, basis, rank))

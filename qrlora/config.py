@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Sequence
 
 MATRICES = ("q", "k", "v", "o", "gate", "up", "down")  # attention, then the feed-forward projections
 RANK_RULES = ("relative", "energy", "rank")
+BASES = ("qr", "qr_nopivot", "svd", "random")  # qrlora.basis.factorise says what each is
 
 
 def parse_matrices(matrices: str | Sequence[str]) -> tuple[str, ...]:
@@ -72,15 +73,19 @@ class QRLoRAConfig(TargetConfig):
 
     rank_rule 'relative' keeps components with |R_ii| >= tau * |R_11| (the paper's implementation);
     'energy' keeps the smallest r whose cumulative R_ii^2 share reaches tau; 'rank' keeps `rank`.
+    `basis` other than 'qr' swaps the pivoted QR for an ablation (BASES); the rules then read its diagonal.
     """
 
     method: ClassVar[str] = "qrlora"
     tau: float = 0.5
     rank_rule: str = "relative"
     rank: int | None = None
+    basis: str = "qr"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.basis not in BASES:
+            raise ValueError(f"basis: unknown {self.basis!r}; choose one of {', '.join(BASES)}")
         if self.rank_rule not in RANK_RULES:
             raise ValueError(f"rank_rule: unknown '{self.rank_rule}'; choose one of {', '.join(RANK_RULES)}")
         if self.rank_rule == "rank":

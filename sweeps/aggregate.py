@@ -27,8 +27,15 @@ def _prefix_cache(params: dict[str, str]) -> str | None:
     return "on" if "prefix" in {name.strip() for name in params["caches"].split(",")} else "off"
 
 
-# Config values derived from params, for params that change results only in part.
-DERIVED = {"prefix_cache": _prefix_cache}
+def _basis(params: dict[str, str]) -> str | None:
+    """A QR-LoRA run's basis: recorded only when not the paper's pivoted QR (runs from before it had a
+    name are pivoted QR too)."""
+    return params.get("basis", "qr") if params.get("method") == "qrlora" else None
+
+
+# Config values derived from params, for params that change results only in part or are recorded only
+# when not their default.
+DERIVED = {"prefix_cache": _prefix_cache, "basis": _basis}
 
 
 def config_params(run: Run) -> dict[str, str]:
@@ -42,7 +49,7 @@ def config_fields(runs: list[Run]) -> list[str]:
     params a run records depends on its method, which the `method` column already says)."""
     params = [config_params(run) for run in runs]
     names = sorted({name for values in params for name in values} - NOT_CONFIG)
-    first = ["method", "layers", "matrices", "tau", "rank_rule", "rank", "lr", "head_lr", "train_size"]
+    first = ["method", "layers", "matrices", "tau", "rank_rule", "rank", "basis", "lr", "head_lr", "train_size"]
     ordered = [name for name in first if name in names] + [name for name in names if name not in first]
     return ["method"] + [name for name in ordered
                          if name != "method" and len({values[name] for values in params if name in values}) > 1]

@@ -35,14 +35,14 @@ from matplotlib.ticker import NullFormatter
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from .aggregate import STOPPED_TAG, cell, config_fields, full_budget, group
+from .aggregate import STOPPED_TAG, cell, config_fields, config_params, full_budget, group
 from .conditions import Condition, condition_of, label, size_order, size_text
 from .finite import finite
 from .stats import t_interval
 
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
-PARAM_COLUMNS = ("tau", "rank_rule", "rank", "layers", "matrices", "lr")
+PARAM_COLUMNS = ("tau", "rank_rule", "rank", "basis", "layers", "matrices", "lr")
 # What a front holds fixed; train_rows: the training examples used (below train_size for a smaller task).
 CONDITION_COLUMNS = ("task", "train_size", "train_rows", "model")
 METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epoch's
@@ -276,7 +276,8 @@ def _trial_row(run: Run, metric: str = "score") -> dict | None:
     for name in COUNT_COLUMNS:  # counts arrive as float metrics
         count = metrics.get(name)
         row[name] = int(count) if count is not None and math.isfinite(count) else None
-    row.update({name: params.get(name) for name in (*PARAM_COLUMNS, "train_size", "model")})
+    configuration = config_params(run)  # with the derived values: a QR-LoRA run's basis even when unrecorded
+    row.update({name: configuration.get(name) for name in (*PARAM_COLUMNS, "train_size", "model")})
     row["train_rows"] = int(metrics["train_rows"]) if "train_rows" in metrics else None
     row["adapter_uri"] = tags.get("adapter_uri")
     row[STOPPED_TAG] = tags.get(STOPPED_TAG)

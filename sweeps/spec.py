@@ -17,7 +17,7 @@ SCHEDULERS = ("none", "asha", "mo_asha")
 OBJECTIVES = {"score": "max", "trainable_params": "min", "adapter_params": "min"}
 # Fields a method's search space may set: its own hyper-parameters plus anything trial-wide.
 METHOD_FIELDS = {
-    "qrlora": {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "lr", "head_lr"},
+    "qrlora": {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "basis", "lr", "head_lr"},
     "lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
     "svd_lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
     "full": {"lr", "head_lr"},

@@ -129,7 +129,7 @@ TASK_METRIC = {"rte": "accuracy", "mrpc": "f1", "cola": "mcc", "sst2": "accuracy
 TASK_SCORES = {"rte": (0.5, 0.8), "mrpc": (0.7, 0.9), "cola": (-0.4, 0.6)}
 METHOD_DECADES = {"qrlora": (3, 5), "lora": (4, 6), "bitfit": (5, 6)}
 COUNTS = ("adapter_params", "trainable_params", "total_params")
-KEY_PARAMS = ("tau", "rank_rule", "rank", "layers", "matrices", "train_size", "lr")
+KEY_PARAMS = ("tau", "rank_rule", "rank", "basis", "layers", "matrices", "train_size", "lr")
 SIZES = ("1000", "None")  # a subset and the whole train set: two conditions, so two fronts per task
 HEAD_PARAMS = 1538
 TOTAL_PARAMS = 125_000_000
@@ -281,7 +281,9 @@ def test_csv_rows_equal_brute_force_front(exported: dict) -> None:
         assert (row["task"], row["method"]) == (run["task"], run["method"])
         assert float(row["score"]) == run["score"]
         assert [row[name] for name in COUNTS] == [str(run[name]) for name in COUNTS]
-        expected_params = [run["params"].get(name, "") for name in KEY_PARAMS]
+        # a QR-LoRA run that records no basis used the paper's pivoted QR
+        unrecorded = {"basis": "qr"} if run["method"] == "qrlora" else {}
+        expected_params = [run["params"].get(name, unrecorded.get(name, "")) for name in KEY_PARAMS]
         assert [row[name] for name in KEY_PARAMS] == expected_params
     # the planted duplicate of every task sits on the front next to its original
     distinct_points = {(row["task"], row["score"], row["trainable_params"]) for row in rows}

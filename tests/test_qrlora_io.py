@@ -27,7 +27,7 @@ def test_save_load_round_trip(tmp_path, arch):
     save_adapter(model, report, config, tmp_path)
     saved = json.loads((tmp_path / "qrlora_config.json").read_text())
     assert saved["config"] == {"method": "qrlora", "layers": "last:2", "matrices": "q,o", "train_head": True,
-                               "tau": 0.4, "rank_rule": "energy", "rank": None}
+                               "tau": 0.4, "rank_rule": "energy", "rank": None, "basis": "qr"}
     loaded, loaded_report = load_adapter(tiny_model(arch), tmp_path)
     assert loaded_report.ranks == report.ranks
     with torch.no_grad():

@@ -55,6 +55,7 @@ def with_change(path: str, value):
     ("methods.dora", {}, "methods: unknown 'dora'; allowed: qrlora, lora, svd_lora, full"),
     ("methods.qrlora.tau", [0.5, 1.5], "methods.qrlora.tau: must be in (0, 1], got 1.5"),
     ("methods.qrlora.rank_rule", "svd", "methods.qrlora.rank_rule: unknown 'svd'; choose one of relative, energy, rank"),
+    ("methods.qrlora.basis", ["qr", "pca"], "methods.qrlora.basis: unknown 'pca'; choose one of qr, qr_nopivot, svd, random"),
     ("methods.qrlora.matrices", ["q", "w"], "methods.qrlora.matrices: ['w'] not allowed; choose from q, k, v, o, gate, up, down"),
     ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, head_lr, layers, lora_dropout"),
     ("methods.qrlora.lr", {"low": 0.1, "high": 0.2}, "methods.qrlora.lr: ranges need search.algorithm optuna"),

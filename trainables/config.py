@@ -60,6 +60,7 @@ class TrialConfig:
     tau: float = 0.5
     rank_rule: str = "relative"
     rank: int | None = None  # QR-LoRA with rank_rule 'rank'; LoRA/SVD-LoRA rank (default 2)
+    basis: str = "qr"  # QR-LoRA: the pivoted QR, or an ablation (qrlora.basis.factorise)
     alpha: float | None = None
     lora_dropout: float = 0.0
     # data
@@ -155,7 +156,7 @@ class TrialConfig:
     def method_config(self) -> MethodConfig:
         targets = {"layers": self.layers, "matrices": self.matrices, "train_head": self.train_head}
         if self.method == "qrlora":
-            return QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, **targets)
+            return QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, basis=self.basis, **targets)
         if self.method in ("lora", "svd_lora"):
             cls = LoRAConfig if self.method == "lora" else SVDLoRAConfig
             return cls(rank=self.rank, alpha=self.alpha, dropout=self.lora_dropout, **targets)
@@ -163,7 +164,8 @@ class TrialConfig:
 
     def params(self) -> dict[str, Any]:
         """Every field, less other methods' hyper-parameters (a LoRA trial records no tau)."""
-        method_fields = {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "alpha", "lora_dropout"}
+        method_fields = {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "basis", "alpha",
+                         "lora_dropout"}
         relevant = self.method_params()
         return {key: value for key, value in self.to_dict().items() if key not in method_fields or key in relevant}
 
@@ -182,6 +184,7 @@ class TrialConfig:
             common.append("log_full_model")
         if self.method == "qrlora":
             common += ["tau", "rank_rule"] + (["rank"] if self.rank_rule == "rank" else [])
+            common += ["basis"] if self.basis != "qr" else []  # the paper's basis records as before it had a name
         elif self.method in ("lora", "svd_lora"):
             common += ["rank", "alpha", "lora_dropout"]
         return {name: getattr(self, name) for name in common}
