@@ -1,4 +1,5 @@
-"""Save and load QR-LoRA adapters, and export them as standard PEFT LoRA adapters."""
+"""Save and load QR-LoRA adapters: our own folder, a PEFT folder of the registered QR-LoRA tuner (lambdas
+and head only), or standard PEFT LoRA factors for tools that know only LoRA."""
 from __future__ import annotations
 
 import copy
@@ -16,6 +17,7 @@ from .apply import AdapterReport, apply_method
 from .basis import BasisCache
 from .config import QRLoRAConfig, config_from_dict
 from .layer import QRLoRALinear
+from .peft_method import QRLoRAPeftConfig
 from .targets import head_module_names
 
 CONFIG_FILE = "qrlora_config.json"
@@ -76,16 +78,43 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike,
     return model, report
 
 
+def _without_adapters(model: nn.Module) -> nn.Module:
+    """A copy of `model` with each QR-LoRA layer replaced by its frozen base Linear."""
+    plain = copy.deepcopy(model)
+    for name in _qrlora_layers(model):
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(plain.get_submodule(parent_name), child_name, plain.get_submodule(name).base)
+    return plain
+
+
+def save_peft(model: nn.Module, report: AdapterReport, config: QRLoRAConfig, directory: str | os.PathLike) -> Path:
+    """Save as a PEFT folder of the registered QR-LoRA tuner: the lambdas and the task head, with the
+    basis's identity (weight hashes, ranks, rule, basis kind) in adapter_config.json.
+
+    `peft.PeftModel.from_pretrained(base_model, directory)` (after `import qrlora`) recomputes Q and R from
+    the base weights and reproduces this model's outputs; a different base is refused.
+    """
+    layers = _qrlora_layers(model)
+    peft_config = QRLoRAPeftConfig(
+        target_modules=list(layers), tau=config.tau, rank_rule=config.rank_rule, rank=config.rank,
+        basis=config.basis, modules_to_save=head_module_names(model),
+        ranks={name: layer.rank for name, layer in layers.items()},
+        weight_keys={name: report.modules[name].weight_key for name in layers})
+    peft_model = peft.get_peft_model(_without_adapters(model), peft_config)
+    with torch.no_grad():
+        for name, layer in layers.items():
+            peft_model.base_model.model.get_submodule(name).qrlora_lambdas["default"].copy_(layer.lambdas)
+    peft_model.save_pretrained(directory)
+    return Path(directory)
+
+
 def export_peft(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Save as a PEFT LoRA adapter with per-module rank r: B = Q_r diag(lambda), A = R~_r, scale 1.
 
     `peft.PeftModel.from_pretrained(base_model, directory)` then reproduces this model's outputs.
     """
     layers = _qrlora_layers(model)
-    plain = copy.deepcopy(model)
-    for name in layers:
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(plain.get_submodule(parent_name), child_name, plain.get_submodule(name).base)
+    plain = _without_adapters(model)
     ranks = {name: layer.rank for name, layer in layers.items()}
     max_rank = max(ranks.values())
     # PEFT reads pattern keys as regexes: escape the full names so layer.1 never matches layer.11.

@@ -169,8 +169,9 @@ def command_export(args: argparse.Namespace) -> int:
     print(f"wrote {written['kind']} of {written['method']} run {written['run_id']} to {written['out']}")
     if written["base"]:
         print(f"base model: {written['base']}")
-    if written["base"] and args.format == "peft":
-        print(f"load it with: PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
+    if written["base"] and args.format in ("peft", "lora") and not args.merged:
+        first = "import qrlora; " if (written["method"], args.format) == ("qrlora", "peft") else ""
+        print(f"load it with: {first}PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
               f"{written['base']!r}, num_labels={written['num_labels']}), {written['out']!r})")
     return 0
 
@@ -273,10 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     claims.add_argument("--claims", required=True, help="claims file (YAML), e.g. sweeps/paper_claims.yaml")
     claims.add_argument("--out", default="claims", help="output directory (default: ./claims)")
     claims.add_argument("--tracking-uri", default=None)
-    export = command("export", command_export, "write a trial run's adapter (PEFT or qrlora format, or merged)")
+    export = command("export", command_export, "write a trial run's adapter (PEFT, LoRA or qrlora format, or merged)")
     export.add_argument("run_id", help="the trial's MLflow run id (pareto.csv lists the front's)")
     export.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
-    export.add_argument("--format", default="peft", help="peft (default) or qrlora (QR-LoRA runs only)")
+    export.add_argument("--format", default="peft",
+                        help="peft (default; QR-LoRA: its lambda-only PEFT tuner), lora (plain LoRA factors) or "
+                             "qrlora (QR-LoRA runs only)")
     export.add_argument("--merged", action="store_true", help="one plain transformers model, adapter folded in")
     export.add_argument("--tracking-uri", default=None)
     train = command("train", command_train, "run one trial (no Ray, no sweep) and print its record as JSON")

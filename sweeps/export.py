@@ -1,8 +1,11 @@
 """`qrlora-sweep export`: a trial's kept adapter out of MLflow, as a folder anyone can load.
 
     peft (default)  DIR is a PEFT adapter (adapter_config.json, adapter_model.safetensors, the task head
-                    as modules_to_save); a warm-started run also gets DIR/base/, its warm-up checkpoint
-                    as a transformers model folder, which adapter_config.json names as its base
+                    as modules_to_save): a QR-LoRA run's is the registered QR-LoRA tuner's, its lambdas
+                    only (load it after `import qrlora`); a warm-started run also gets DIR/base/, its
+                    warm-up checkpoint as a transformers model folder, which adapter_config.json names
+    lora            DIR is a plain PEFT LoRA adapter, for tools that know only LoRA: a QR-LoRA run's
+                    B = Q_r diag(lambda), A = R_r, rebuilt from its adapter on its base; DIR/base/ likewise
     qrlora          DIR is a `qrlora.save_adapter` folder (QR-LoRA runs only), DIR/base/ likewise
     --merged        DIR is one plain transformers model with the adapter folded in
 A full fine-tuning run kept with `log_full_model: true` exports its model folder.
@@ -21,8 +24,8 @@ from transformers import AutoTokenizer
 
 from trainables.models import resolve_model
 
-FORMATS = ("peft", "qrlora")
-FORMAT_DIRS = {"peft": "peft", "qrlora": "adapter"}
+FORMATS = ("peft", "lora", "qrlora")
+FORMAT_DIRS = {"peft": "peft", "lora": "peft", "qrlora": "adapter"}
 
 
 def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None, format: str = "peft",
@@ -52,7 +55,9 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         raise ValueError(f"--out: {out} exists and is not empty")
     info = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="adapter.json",
                                                                 tracking_uri=client.tracking_uri)).read_text())
-    source = "model" if method == "full" else FORMAT_DIRS[format]
+    # a QR-LoRA run's LoRA factors are rebuilt from its own adapter
+    source = "model" if method == "full" else "adapter" if (method, format) == ("qrlora", "lora") \
+        else FORMAT_DIRS[format]
     if source not in logged:
         if format == "qrlora" and method != "qrlora":
             raise ValueError(f"run {run_id}: --format qrlora needs a QR-LoRA run, this is a {method} run; "
@@ -77,9 +82,12 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
             shutil.move(downloaded, result)
             AutoTokenizer.from_pretrained(resolve_model(info["base"]["model"])).save_pretrained(result)
         elif merged:
-            _merge(downloaded, format, info, base_dir, result)
+            _merge(downloaded, source, info, base_dir, result)
         else:
-            shutil.move(downloaded, result)
+            if source == FORMAT_DIRS[format]:
+                shutil.move(downloaded, result)
+            else:
+                _lora_factors(downloaded, info, base_dir, result)
             base = str(out / "base") if warm else resolve_model(info["base"]["model"])
             if warm:
                 shutil.move(base_dir, result / "base")
@@ -96,25 +104,39 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
 
 def _name_base(folder: Path, format: str, base: str) -> None:
     """Point the adapter's config at the model it applies to."""
-    if format == "peft":
+    if format in ("peft", "lora"):
         config_path = folder / "adapter_config.json"
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base
         config_path.write_text(json.dumps(config, indent=2))
 
 
-def _merge(adapter_dir: Path, format: str, info: dict, base_dir: Path | None, result: Path) -> None:
-    """Load the base, apply the adapter, fold it in, save one plain transformers model (and tokenizer)."""
+def _adapted(adapter_dir: Path, source: str, info: dict, base_dir: Path | None):
+    """The run's base (its warm-up checkpoint, if any) with the adapter of artifact `source` applied, and the
+    base's path."""
     import peft
     from transformers import AutoModelForSequenceClassification
 
-    from qrlora import load_adapter, merge
+    from qrlora import load_adapter
 
     base_path = str(base_dir) if base_dir else resolve_model(info["base"]["model"])
     model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=info["num_labels"])
-    if format == "peft":
-        model = peft.PeftModel.from_pretrained(model, str(adapter_dir))
-    else:
-        model, _ = load_adapter(model, adapter_dir)
+    if source == "peft":
+        return peft.PeftModel.from_pretrained(model, str(adapter_dir)), base_path
+    return load_adapter(model, adapter_dir)[0], base_path
+
+
+def _merge(adapter_dir: Path, source: str, info: dict, base_dir: Path | None, result: Path) -> None:
+    """Load the base, apply the adapter, fold it in, save one plain transformers model (and tokenizer)."""
+    from qrlora import merge
+
+    model, base_path = _adapted(adapter_dir, source, info, base_dir)
     merge(model).save_pretrained(result)
     AutoTokenizer.from_pretrained(base_path).save_pretrained(result)
+
+
+def _lora_factors(adapter_dir: Path, info: dict, base_dir: Path | None, result: Path) -> None:
+    """A QR-LoRA adapter folder as plain PEFT LoRA factors (qrlora.export_peft)."""
+    from qrlora import export_peft
+
+    export_peft(_adapted(adapter_dir, "adapter", info, base_dir)[0], result)

@@ -11,14 +11,14 @@ import pytest
 import ray
 import torch
 import yaml
-from safetensors.torch import load_model as load_safetensors
+from safetensors.torch import load_file, load_model as load_safetensors
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from conftest import run_cli
 from qrlora import apply_method, load_adapter
 from trainables.config import TrialConfig
 from trainables.glue import load_split
-from trainables.models import load_model, load_tokenizer
+from trainables.models import load_model, load_tokenizer, resolve_model
 from trainables.train import Split, best_epoch, parameter_groups, prepare_data, run_trial, train
 from trainables.warmup import warmed_up
 
@@ -201,6 +201,10 @@ def test_exported_adapter_reloaded_with_peft_reproduces_the_recorded_score(kept,
     assert config["base_model_name_or_path"] == str(adapter / "base")  # the warm-up checkpoint
     if method == "svd_lora":
         assert config["r"] == 4  # PiSSA converted to plain LoRA on the original weights: rank 2r
+    if method == "qrlora":  # the registered QR-LoRA tuner: the lambdas and the head, nothing else
+        assert config["peft_type"] == "QRLORA" and sum(config["ranks"].values()) == run.data.metrics["adapter_params"]
+        tensors = load_file(adapter / "adapter_model.safetensors")
+        assert sum(tensor.numel() for tensor in tensors.values()) == run.data.metrics["trainable_params"]
     # The README's two lines.
     base = AutoModelForSequenceClassification.from_pretrained(str(adapter / "base"), num_labels=2)
     model = peft.PeftModel.from_pretrained(base, str(adapter))
@@ -223,6 +227,27 @@ def test_qrlora_exports_in_its_own_format_and_merged(kept, glue_dir, tmp_path):
     assert not any("lambdas" in name or "lora" in name for name, _ in merged.named_parameters())
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "merged"))
     assert plain_accuracy(merged, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+
+
+def test_qrlora_exports_as_lora_factors_and_refuses_another_base(kept, glue_dir, tmp_path):
+    """`--format lora`: plain PEFT LoRA factors rebuilt from the lambdas, same score; the lambda-only folder
+    on the pretrained model instead of its warm-up checkpoint is refused in one line."""
+    _, uri, runs, _ = kept
+    run = runs["qrlora"]
+    assert export(run.info.run_id, tmp_path / "lora", uri, "--format", "lora") == 0
+    config = yaml.safe_load((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == str(tmp_path / "lora" / "base")
+    base = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "lora" / "base"), num_labels=2)
+    model = peft.PeftModel.from_pretrained(base, str(tmp_path / "lora"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "lora" / "base"))
+    assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+    lora_bytes = (tmp_path / "lora" / "adapter_model.safetensors").stat().st_size
+
+    assert export(run.info.run_id, tmp_path / "peft", uri) == 0
+    assert (tmp_path / "peft" / "adapter_model.safetensors").stat().st_size * 10 < lora_bytes
+    pretrained = AutoModelForSequenceClassification.from_pretrained(resolve_model("minilm"), num_labels=2)
+    with pytest.raises(ValueError, match=r"this adapter was made on a different base weight \(content hash "):
+        peft.PeftModel.from_pretrained(pretrained, str(tmp_path / "peft"))
 
 
 def test_full_finetuning_with_log_full_model_exports_its_model(kept, glue_dir, tmp_path):

@@ -1,9 +1,10 @@
 """The trained adapter a trial keeps, in formats a user can load without this project.
 
     adapter/      QR-LoRA only: `qrlora.save_adapter` (lambdas, head, ranks, weight hashes)
-    peft/         every adapter: a standard PEFT LoRA adapter with the task head (`modules_to_save`);
-                  SVD-LoRA (PiSSA) converted to a plain LoRA of rank 2r that loads onto the original
-                  base weights (PEFT's PiSSA-to-LoRA conversion)
+    peft/         every adapter: a standard PEFT adapter with the task head (`modules_to_save`); QR-LoRA's
+                  is the registered QR-LoRA tuner's (lambdas only; older runs kept LoRA factors here, which
+                  `export --format lora` rebuilds from adapter/); SVD-LoRA (PiSSA) converted to a plain
+                  LoRA of rank 2r that loads onto the original base weights (PEFT's conversion)
     model/        full fine-tuning with `log_full_model: true`: the whole model (safetensors)
     spectra.json  QR-LoRA: |R_ii| per adapted module
     adapter.json  what the adapter applies to (the pretrained model, or a warm-up checkpoint by cache
@@ -26,7 +27,7 @@ import peft
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qrlora import AdapterReport, export_peft, save_adapter
+from qrlora import AdapterReport, save_adapter, save_peft
 from qrlora.apply import unwrap
 
 from .config import TrialConfig
@@ -65,7 +66,7 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
     formats = []
     if config.method == "qrlora":
         save_adapter(model, report, config.method_config(), staging / "adapter")
-        export_peft(model, staging / "peft")
+        save_peft(model, report, config.method_config(), staging / "peft")  # lambdas only, as `adapter`
         formats = ["qrlora", "peft"]
     elif config.method == "lora":
         model.save_pretrained(staging / "peft")
