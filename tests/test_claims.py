@@ -356,3 +356,15 @@ def test_shipped_claims_files_load_and_select_what_their_studies_run():
                     pytest.fail(f"{claim.name}: {spec_name} runs several sizes; the selector needs train_size")
                 if selector["method"] == "qrlora":  # the one QR-LoRA configuration the study keeps
                     assert (selector["tau"], selector["layers"], selector["matrices"]) == ("0.5", "last:4", "q")
+
+
+def test_basis_claims_select_configurations_the_basis_study_runs():
+    claims = read_claims(ROOT / "sweeps" / "basis_claims.yaml")
+    spec = read_spec(ROOT / "sweeps" / "basis_minilm.yaml")
+    space = spec["methods"]["qrlora"]
+    grid = {(basis, variant["matrices"], str(variant["rank"])) for basis in space["basis"] for variant in space["variants"]}
+    assert len(claims) == 20 and len(grid) == 16
+    for claim in claims:
+        assert claim.task in spec["tasks"], claim.name
+        for selector in (claim.a, claim.b):
+            assert (selector["basis"], selector["matrices"], selector["rank"]) in grid, claim.name
