@@ -25,12 +25,14 @@ class ModuleReport:
 
 @dataclass
 class AdapterReport:
-    """Parameter counts: adapter (trainable outside the task head), trainable (with head), total."""
+    """Parameter counts: adapter (trainable outside the task head), trainable (with head), total (the model
+    and its adapter), and base (the model's own, head included, before the method touched it)."""
 
     method: str
     adapter_params: int
     trainable_params: int
     total_params: int
+    base_params: int
     modules: dict[str, ModuleReport] = field(default_factory=dict)
 
     @property
@@ -105,7 +107,7 @@ def _report(model: nn.Module, method: str, total_before: int, modules: dict[str,
                   if not _strip_peft_prefix(name).startswith(head_prefixes))
     # LoRA's copies of the head (modules_to_save) are not extra model size: count base + adapter.
     return AdapterReport(method, adapter, sum(trainable.values()),
-                         total_before + (0 if method == "full" else adapter), modules)
+                         total_before + (0 if method == "full" else adapter), total_before, modules)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -273,7 +273,7 @@ def _trial_row(run: Run, metric: str = "score") -> dict | None:
         "method": tags.get("method") or params.get("method", ""),
         "score": score,
     }
-    for name in COUNT_COLUMNS:  # counts arrive as float metrics
+    for name in (*COUNT_COLUMNS, "base_params"):  # counts arrive as float metrics
         count = metrics.get(name)
         row[name] = int(count) if count is not None and math.isfinite(count) else None
     configuration = config_params(run)  # with the derived values: a QR-LoRA run's basis even when unrecorded
@@ -297,8 +297,11 @@ def reference_point(task: str, model_params: int) -> tuple[float, float]:
 
 
 def model_params(row: dict) -> float | None:
-    """The model's own parameter count from a trial's counts (None without them): `total_params` holds
-    the model plus the adapter (for full fine-tuning, the model alone)."""
+    """The model's own parameter count from a trial's counts (None without them): its `base_params`, or
+    for runs recorded before that existed, `total_params` (the model plus the adapter; for full
+    fine-tuning, the model alone) less the adapter."""
+    if row.get("base_params") is not None:
+        return row["base_params"]
     if row.get("total_params") is None or row.get("adapter_params") is None:
         return None
     return row["total_params"] - (0 if row["method"] == "full" else row["adapter_params"])

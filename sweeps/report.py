@@ -43,8 +43,8 @@ from . import stats
 from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
 from .conditions import size_order, size_text
 from .run_predictions import RunPredictions
-from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, pareto_front, reference_point, search_all_runs, \
-    seed_hypervolumes
+from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, model_params, pareto_front, reference_point, \
+    search_all_runs, seed_hypervolumes
 
 # The columns GLUE papers print, per task: (recorded metric, column label).
 COLUMNS = {
@@ -275,14 +275,12 @@ def selection(runs: list[Run]) -> dict[str, list[str]]:
 
 
 def _model_params(runs: list[Run], tasks: list[str]) -> dict[str, float | None]:
-    """Per task, the model's own parameter count (total minus adapter; full fine-tuning: total), the largest
-    among its runs; None when no run records its counts (the hypervolume reference then falls back)."""
+    """Per task, the model's own parameter count (pareto.model_params), the largest among its runs; None when
+    no run records its counts (the hypervolume reference then falls back)."""
     counts: dict[str, float | None] = {}
     for task in tasks:
-        found = [run.data.metrics["total_params"] - (0 if run.data.params.get("method") == "full"
-                                                       else run.data.metrics["adapter_params"])
-                 for run in runs if run.data.tags["task"] == task
-                 and {"total_params", "adapter_params"} <= set(run.data.metrics)]
+        found = [count for run in runs if run.data.tags["task"] == task
+                 and (count := model_params({**run.data.metrics, "method": run.data.params.get("method")})) is not None]
         counts[task] = max(found) if found else None
     return counts
 

@@ -364,7 +364,7 @@ RECORD_TAGS = ("node_id", "device", "prefix_layer", "warmup_key", "predictions_d
 # Record fields that are measurements (besides the task's dev metrics, warmup/*, holdout/*, ranks/* and epochs_run).
 MEASUREMENTS = ("train_rows", "holdout_rows", "train_loss", "score", "selection_score", "best_score",
                 "best_selection_score", "best_epoch", "score_gain", "adapter_params",
-                "trainable_params", "total_params", "train_time_s", "prefix_time_s", "wall_time_s", "throughput",
+                "trainable_params", "total_params", "base_params", "train_time_s", "prefix_time_s", "wall_time_s", "throughput",
                 "warmup_cache_hit", "prefix_cache_hit")
 
 

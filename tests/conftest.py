@@ -12,6 +12,20 @@ import pytest
 import transformers
 
 
+# Modules that start Ray (in this process, or through a `qrlora-sweep` driver or `ray start`). With
+# pytest-xdist (`-n 2 --dist loadgroup`, the README's command) they run one after another on one worker,
+# as without it: two Ray instances would split two cores between their trials, and test_faults counts
+# Ray's worker processes on the machine. Every other module runs on either worker beside them.
+RAY_MODULES = {"test_conditions", "test_faults", "test_non_finite", "test_reconcile", "test_records", "test_report",
+               "test_resume", "test_s3_cluster", "test_study_links", "test_sweeps", "test_trial"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module.__name__ in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
     value = os.environ.get("GLUE_DIR")

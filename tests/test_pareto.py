@@ -156,7 +156,7 @@ def log_trial(
     if parent_id is not None:
         tags["mlflow.parentRunId"] = parent_id
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    metrics = {name: trial[name] for name in ("score", *COUNTS)}
+    metrics = {name: trial[name] for name in ("score", *COUNTS, "base_params") if name in trial}
     metrics[TASK_METRIC[trial["task"]]] = trial["score"]
     timestamp = int(time.time() * 1000)
     client.log_batch(
@@ -332,6 +332,22 @@ def test_hypervolume_does_not_depend_on_runs_off_the_front(store: Store, tmp_pat
     assert before["reference"] == after["reference"] == {"score": 0.0, "trainable_params": 10.0 * TOTAL_PARAMS}
     assert after["hypervolume"] == before["hypervolume"] == pytest.approx(
         strip_area([0.80, 0.85], [700, 7000], 0.0, 10.0 * TOTAL_PARAMS))
+
+
+def test_the_reference_reads_the_recorded_base_size(store: Store, tmp_path) -> None:
+    """A method that adds frozen parameters (VeRA's shared projections, say) makes total - adapter larger than
+    the model: a run's recorded `base_params` is the model's own size, and the reference is 10x it."""
+    uri, client, root = store
+    experiment_id = create_experiment(client, root, "base-size")
+    parent = client.create_run(experiment_id, tags={"qrlora.role": "sweep"}).info.run_id
+    frozen_extra = 5_000_000
+    for method, score, count, base in (("qrlora", 0.80, 700, TOTAL_PARAMS), ("lora", 0.85, 7000, TOTAL_PARAMS)):
+        log_trial(client, experiment_id, parent, {"task": "sst2", "method": method, "score": score,
+                                                  "adapter_params": count, "trainable_params": count,
+                                                  "total_params": base + frozen_extra + count, "base_params": base,
+                                                  "params": {}}, "FINISHED")
+    front = export_pareto("base-size", tmp_path / "out", tracking_uri=uri)["fronts"]["sst2/all"]
+    assert front["reference"] == {"score": 0.0, "trainable_params": 10.0 * TOTAL_PARAMS}
 
 
 def test_png_is_valid(exported: dict) -> None:

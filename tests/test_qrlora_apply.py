@@ -95,6 +95,7 @@ def test_qrlora_trains_only_lambdas_and_head(arch):
     assert report.adapter_params == sum(report.ranks.values())
     assert report.trainable_params == report.adapter_params + head_params
     assert report.total_params == sum(p.numel() for p in model.parameters())
+    assert report.base_params == sum(p.numel() for p in tiny_model(arch).parameters())
     for name, module in report.modules.items():
         assert model.get_submodule(name).rank == module.rank
         assert len(module.spectrum) == min(model.get_submodule(name).base.weight.shape)
@@ -124,6 +125,7 @@ def test_lora_methods_train_only_factors_and_head(arch, config_class):
     assert report.adapter_params == expected_adapter
     assert report.trainable_params == expected_adapter + head_params
     assert report.total_params == total_before + expected_adapter
+    assert report.base_params == total_before
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -132,7 +134,8 @@ def test_full_finetuning_trains_everything(arch):
     named = dict(model.named_parameters())
     reached = params_with_grad(model)
     assert all(param.requires_grad for param in named.values())
-    assert report.trainable_params == report.total_params == sum(p.numel() for p in named.values())
+    assert report.trainable_params == report.total_params == report.base_params == sum(
+        p.numel() for p in named.values())
     assert report.adapter_params == report.total_params - sum(
         p.numel() for n, p in named.items() if n in head_param_names(model, arch))
     assert reached  # every parameter is trainable; the forward reaches the backbone

@@ -205,8 +205,8 @@ def test_sweep_records_parent_and_nested_trial_runs(sweep):
         other = "lora" if run.data.params["method"] == "qrlora" else "qrlora"
         assert not method_params[other] & set(run.data.params)  # no other method's hyper-parameters
         assert run.data.params["train_size"] == "48" and run.data.params["layers"] == "last:1"
-        for metric in ("score", "accuracy", "adapter_params", "trainable_params", "total_params", "wall_time_s",
-                       "throughput", "train_loss"):
+        for metric in ("score", "accuracy", "adapter_params", "trainable_params", "total_params", "base_params",
+                       "wall_time_s", "throughput", "train_loss"):
             assert metric in run.data.metrics
         assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 2]
         ranks = {k: v for k, v in run.data.metrics.items() if k.startswith("ranks/")}
@@ -239,6 +239,7 @@ def test_parent_run_logs_the_hypervolume_after_every_finished_trial(sweep):
     scores = [run.data.metrics["score"] for run in trials]
     counts = [run.data.metrics["trainable_params"] for run in trials]
     model = {run.data.metrics["total_params"] - run.data.metrics["adapter_params"] for run in trials}
+    assert model == {run.data.metrics["base_params"] for run in trials}
     assert len(model) == 1  # the model's own count, the same in every trial
     reference = reference_point("sst2", model.pop())
     expected = [hypervolume(scores[:count], counts[:count], *reference) for count in range(1, len(trials) + 1)]
@@ -279,7 +280,7 @@ def test_sweep_runs_hold_measurements_as_metrics_and_each_hyperparameter_once_as
         assert not metrics & RAY_INTERNALS and not metrics & hyper, metrics & (RAY_INTERNALS | hyper)
         expected = {"score", "accuracy", "best_score", "best_epoch", "selection_score", "best_selection_score",
                     "train_loss", "warmup/score", "warmup/accuracy",
-                    "score_gain", "adapter_params", "trainable_params", "total_params", "wall_time_s",
+                    "score_gain", "adapter_params", "trainable_params", "total_params", "base_params", "wall_time_s",
                     "train_time_s", "prefix_time_s", "throughput", "warmup_cache_hit", "prefix_cache_hit",
                     "epochs_run", "train_rows"}
         assert metrics - {key for key in metrics if key.startswith("ranks/")} == expected

@@ -164,7 +164,7 @@ def basis_cache(config: TrialConfig) -> BasisCache:
 
 def report_fields(report: AdapterReport) -> dict[str, Any]:
     return {"adapter_params": report.adapter_params, "trainable_params": report.trainable_params,
-            "total_params": report.total_params, "ranks": report.ranks}
+            "total_params": report.total_params, "base_params": report.base_params, "ranks": report.ranks}
 
 
 def prepare_data(config: TrialConfig, tokenizer) -> tuple[Any, dict[str, Any]]:
