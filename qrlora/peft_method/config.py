@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 from peft.config import PeftConfig
 
-from ..config import BASES, RANK_RULES
+from ..config import BASES, RANK_RULES, QRLoRAConfig
 from .peft_type import QRLORA
 
 
@@ -33,8 +33,6 @@ class QRLoRAPeftConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = QRLORA
-        from ..config import QRLoRAConfig  # the same validation, the same messages
-
-        QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, basis=self.basis)
+        QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, basis=self.basis)  # same checks, same lines
         if isinstance(self.target_modules, list):
             self.target_modules = set(self.target_modules)
