@@ -1,7 +1,6 @@
 """Faults with real processes and real signals: the driver SIGKILLed mid-sweep and resumed, a trial's
 worker SIGKILLed mid-epoch, the MLflow server down while trials train, and mo_asha's rungs across a resume."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import psutil
 import pytest
 import yaml
 
@@ -147,10 +147,12 @@ def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, tiny_mod
     try:
         wait_until(lambda: any(epochs(client, run.info.run_id) for run in runs(client, "worker", "trial")), 400,
                    "the first epoch", driver)
-        # The trial's worker: a Ray actor process (reuse_actors runs function trainables as ImplicitFunc).
-        workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+        # The trial's worker: a Ray actor process (reuse_actors runs function trainables as ImplicitFunc),
+        # among the driver's descendants (its local Ray's raylet starts it), whatever else runs on the machine.
+        workers = [process for process in psutil.Process(driver.pid).children(recursive=True)
+                   if "ray::ImplicitFunc" in " ".join(process.cmdline())]
         assert len(workers) == 1, workers
-        os.kill(int(workers[0]), signal.SIGKILL)
+        workers[0].kill()
         killed_at = time.time()
         assert driver.wait(timeout=600) == 0
     finally:
