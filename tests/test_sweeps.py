@@ -22,7 +22,7 @@ VALID = {"name": "demo", "tasks": ["sst2"], "methods": {"qrlora": {"tau": [0.3, 
 
 
 @pytest.mark.parametrize("name", ["quickstart", "paper_glue", "data_size", "search_qrlora", "paper_minilm",
-                                  "data_size_minilm"])
+                                  "data_size_minilm", "basis_minilm"])
 def test_shipped_specs_are_valid(name):
     spec = load_spec(SPECS / f"{name}.yaml")
     assert spec.name == name
@@ -68,7 +68,7 @@ def with_change(path: str, value):
     ("train_sizes", [2000, 0], "train_sizes: must be an integer >= 1 or null (all), got 0"),
     ("epochs", 0, "epochs: must be an integer >= 1, got 0"),
     ("trial.batch_size", 0, "trial.batch_size: must be an integer >= 1, got 0"),
-    ("trial.optimizer", "sgd", "trial.optimizer: unknown trial config key; allowed: alpha, batch_size"),
+    ("trial.optimizer", "sgd", "trial.optimizer: unknown trial config key; allowed: alpha, basis, batch_size"),
     ("resources.tpus", 1, "resources: only cpus and gpus, each a number >= 0"),
     ("name", "my sweep", "name: must be letters, digits, '-' or '_', got 'my sweep'"),
     ("layer", "all", "layer: unknown key; allowed: name, tasks, model, methods"),

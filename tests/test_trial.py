@@ -82,7 +82,7 @@ def test_trial_config_errors():
         TrialConfig(task="mnli2")
     with pytest.raises(ValueError, match="^train_size: must be an integer >= 1 or null"):
         TrialConfig(train_size=0)
-    with pytest.raises(ValueError, match="^learning_rate: unknown trial config key; allowed: alpha, batch_size"):
+    with pytest.raises(ValueError, match="^learning_rate: unknown trial config key; allowed: alpha, basis, batch_size"):
         TrialConfig.from_dict({"learning_rate": 1e-3})
 
 
