@@ -63,7 +63,7 @@ def apply_method(model: nn.Module, config: MethodConfig,
     else:
         raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, FullFinetuneConfig, "
                         f"got {type(config).__name__}")
-    return model, _report(model, config.method, total_before, modules)
+    return model, _report(model, config, total_before, modules)
 
 
 def _set_trainable(model: nn.Module, config: TargetConfig, adapter_param_names: tuple[str, ...]) -> None:
@@ -100,14 +100,14 @@ def _inject_lora(model: nn.Module, config: LoRAConfig) -> tuple[nn.Module, dict[
     return peft_model, {target.name: ModuleReport(target.layer, target.matrix, config.rank) for target in targets}
 
 
-def _report(model: nn.Module, method: str, total_before: int, modules: dict[str, ModuleReport]) -> AdapterReport:
+def _report(model: nn.Module, config: MethodConfig, total_before: int, modules: dict[str, ModuleReport]) -> AdapterReport:
     trainable = {name: param.numel() for name, param in model.named_parameters() if param.requires_grad}
     head_prefixes = tuple(f"{name}." for name in head_module_names(unwrap(model)))
     adapter = sum(count for name, count in trainable.items()
                   if not _strip_peft_prefix(name).startswith(head_prefixes))
     # LoRA's copies of the head (modules_to_save) are not extra model size: count base + adapter.
-    return AdapterReport(method, adapter, sum(trainable.values()),
-                         total_before + (0 if method == "full" else adapter), total_before, modules)
+    return AdapterReport(config.method, adapter, sum(trainable.values()),
+                         total_before + (adapter if config.adds_params else 0), total_before, modules)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

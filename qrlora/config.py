@@ -49,6 +49,7 @@ class TargetConfig:
     """Which weights a method adapts: attention or feed-forward matrices of chosen layers (every method)."""
 
     method: ClassVar[str] = ""
+    adds_params: ClassVar[bool] = True  # the trainable parameters are new, beside the model's own
     layers: str | Sequence[int] = "all"
     matrices: str | Sequence[str] = ("q",)
     train_head: bool = True
@@ -128,6 +129,7 @@ class FullFinetuneConfig:
     """Full fine-tuning: every parameter trains."""
 
     method: ClassVar[str] = "full"
+    adds_params: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method}

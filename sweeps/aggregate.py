@@ -11,6 +11,8 @@ import statistics
 from dataclasses import dataclass, field
 from mlflow.entities import Run
 
+from trainables.methods import METHODS
+
 from .finite import finite
 
 # Params that say where or how a trial ran, not what it measured. `caches` counts only through
@@ -27,21 +29,18 @@ def _prefix_cache(params: dict[str, str]) -> str | None:
     return "on" if "prefix" in {name.strip() for name in params["caches"].split(",")} else "off"
 
 
-def _basis(params: dict[str, str]) -> str | None:
-    """A QR-LoRA run's basis: recorded only when not the paper's pivoted QR (runs from before it had a
-    name are pivoted QR too)."""
-    return params.get("basis", "qr") if params.get("method") == "qrlora" else None
-
-
-# Config values derived from params, for params that change results only in part or are recorded only
-# when not their default.
-DERIVED = {"prefix_cache": _prefix_cache, "basis": _basis}
+# Config values derived from params, for params that change results only in part.
+DERIVED = {"prefix_cache": _prefix_cache}
 
 
 def config_params(run: Run) -> dict[str, str]:
-    """A run's params plus the DERIVED values it has: what configuration fields are read from."""
+    """A run's params plus the DERIVED values it has and the fields its method records only when not their
+    default (a QR-LoRA run's basis, `qr` for runs from before it had a name): what configuration fields
+    are read from."""
+    method = METHODS.get(run.data.params.get("method", ""))
+    defaults = {name: str(value) for name, value in method.record_defaults.items()} if method else {}
     derived = {name: derive(run.data.params) for name, derive in DERIVED.items()}
-    return {**run.data.params, **{name: value for name, value in derived.items() if value is not None}}
+    return {**defaults, **run.data.params, **{name: value for name, value in derived.items() if value is not None}}
 
 
 def config_fields(runs: list[Run]) -> list[str]:

@@ -170,7 +170,7 @@ def command_export(args: argparse.Namespace) -> int:
     if written["base"]:
         print(f"base model: {written['base']}")
     if written["base"] and args.format in ("peft", "lora") and not args.merged:
-        first = "import qrlora; " if (written["method"], args.format) == ("qrlora", "peft") else ""
+        first = f"import {written['peft_import']}; " if written["peft_import"] and args.format == "peft" else ""
         print(f"load it with: {first}PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained("
               f"{written['base']!r}, num_labels={written['num_labels']}), {written['out']!r})")
     return 0

@@ -22,10 +22,10 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from transformers import AutoTokenizer
 
+from trainables.methods import METHODS
 from trainables.models import resolve_model
 
 FORMATS = ("peft", "lora", "qrlora")
-FORMAT_DIRS = {"peft": "peft", "lora": "peft", "qrlora": "adapter"}
 
 
 def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = None, format: str = "peft",
@@ -43,9 +43,13 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
     except MlflowException:
         raise ValueError(f"run {run_id}: not found at tracking URI {client.tracking_uri}") from None
     method = run.data.tags.get("method", "?")
+    if method not in METHODS:
+        raise ValueError(f"run {run_id}: method {method!r} is not one this installation knows; "
+                         f"known: {', '.join(METHODS)}")
+    sources = METHODS[method].export_sources  # the trial's artifact folder each format is written from
     logged = {artifact.path for artifact in client.list_artifacts(run_id)}
     if "adapter.json" not in logged:
-        if method == "full":
+        if "model" in sources.values():
             raise ValueError(f"run {run_id}: full fine-tuning run without model weights; "
                              f"rerun it with log_full_model: true to keep them")
         raise ValueError(f"run {run_id}: no adapter artifact (adapter.json) in this {method} run; "
@@ -55,15 +59,14 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         raise ValueError(f"--out: {out} exists and is not empty")
     info = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="adapter.json",
                                                                 tracking_uri=client.tracking_uri)).read_text())
-    # a QR-LoRA run's LoRA factors are rebuilt from its own adapter
-    source = "model" if method == "full" else "adapter" if (method, format) == ("qrlora", "lora") \
-        else FORMAT_DIRS[format]
+    if format not in sources:
+        raise ValueError(f"run {run_id}: --format {format} does not apply to a {method} run; "
+                         f"use --format {' or '.join(sources)}")
+    source = sources[format]
+    whole_model = source == "model"
     if source not in logged:
-        if format == "qrlora" and method != "qrlora":
-            raise ValueError(f"run {run_id}: --format qrlora needs a QR-LoRA run, this is a {method} run; "
-                             f"use --format peft")
         raise ValueError(f"run {run_id}: no {source}/ artifact in this {method} run")
-    warm = bool(info["base"]["warmup_key"]) and method != "full"  # a full model needs no base
+    warm = bool(info["base"]["warmup_key"]) and not whole_model  # a whole model needs no base
     warmup_uri = run.data.tags.get("warmup_uri", "")
     if warm and not warmup_uri.startswith("runs:/"):
         raise ValueError(f"run {run_id}: its warm-up checkpoint was not logged ({warmup_uri or 'no warmup_uri tag'})")
@@ -78,16 +81,16 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         if warm:
             base_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=warmup_uri, dst_path=str(staging / "warmup"),
                                                                 tracking_uri=client.tracking_uri))
-        if method == "full":
+        if whole_model:
             shutil.move(downloaded, result)
             AutoTokenizer.from_pretrained(resolve_model(info["base"]["model"])).save_pretrained(result)
         elif merged:
             _merge(downloaded, source, info, base_dir, result)
         else:
-            if source == FORMAT_DIRS[format]:
-                shutil.move(downloaded, result)
-            else:
+            if (source, format) == ("adapter", "lora"):  # a QR-LoRA run's factors, rebuilt on its base
                 _lora_factors(downloaded, info, base_dir, result)
+            else:
+                shutil.move(downloaded, result)
             base = str(out / "base") if warm else resolve_model(info["base"]["model"])
             if warm:
                 shutil.move(base_dir, result / "base")
@@ -97,9 +100,9 @@ def export_run(run_id: str, out: str | os.PathLike, tracking_uri: str | None = N
         os.replace(result, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    kind = "full model" if method == "full" else ("merged model" if merged else f"{format} adapter")
+    kind = "full model" if whole_model else ("merged model" if merged else f"{format} adapter")
     return {"run_id": run_id, "method": method, "out": str(out), "kind": kind, "num_labels": info["num_labels"],
-            "base": base}
+            "base": base, "peft_import": METHODS[method].peft_import}
 
 
 def _name_base(folder: Path, format: str, base: str) -> None:

@@ -35,6 +35,8 @@ from matplotlib.ticker import NullFormatter
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
+from trainables.methods import METHODS, front_columns
+
 from .aggregate import STOPPED_TAG, cell, config_fields, config_params, full_budget, group
 from .conditions import Condition, condition_of, label, size_order, size_text
 from .finite import finite
@@ -42,7 +44,7 @@ from .stats import t_interval
 
 X_AXES = ("trainable_params", "adapter_params")
 COUNT_COLUMNS = ("adapter_params", "trainable_params", "total_params")
-PARAM_COLUMNS = ("tau", "rank_rule", "rank", "basis", "layers", "matrices", "lr")
+PARAM_COLUMNS = (*front_columns(), "lr")  # each registered method's own columns
 # What a front holds fixed; train_rows: the training examples used (below train_size for a smaller task).
 CONDITION_COLUMNS = ("task", "train_size", "train_rows", "model")
 METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epoch's
@@ -304,7 +306,8 @@ def model_params(row: dict) -> float | None:
         return row["base_params"]
     if row.get("total_params") is None or row.get("adapter_params") is None:
         return None
-    return row["total_params"] - (0 if row["method"] == "full" else row["adapter_params"])
+    method = METHODS.get(row["method"])
+    return row["total_params"] - (row["adapter_params"] if method is None or method.adds_params else 0)
 
 
 def by_condition(rows: list[dict]) -> dict[str, list[dict]]:

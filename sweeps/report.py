@@ -38,6 +38,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from trainables.glue import TASKS, get_task
+from trainables.methods import METHODS
 
 from . import stats
 from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
@@ -285,9 +286,6 @@ def _model_params(runs: list[Run], tasks: list[str]) -> dict[str, float | None]:
     return counts
 
 
-METHOD_ORDER = ("full", "lora", "svd_lora", "qrlora")  # as the paper's table
-
-
 def _row_order(row: dict) -> tuple:
     def natural(value: str) -> tuple:
         try:
@@ -296,7 +294,7 @@ def _row_order(row: dict) -> tuple:
             return (1, 0.0, value)
 
     method = row["config"]["method"]
-    order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    order = METHODS[method].row_order if method in METHODS else max(m.row_order for m in METHODS.values()) + 1
     return (order, *(natural(str(value)) for value in row["config"].values()))
 
 

@@ -9,19 +9,13 @@ from typing import Any
 
 import yaml
 
-from trainables.config import METHODS, TrialConfig
+from trainables.config import TrialConfig
+from trainables.methods import METHODS
 from trainables.glue import TASKS
 
 ALGORITHMS = ("grid", "optuna", "random")
 SCHEDULERS = ("none", "asha", "mo_asha")
 OBJECTIVES = {"score": "max", "trainable_params": "min", "adapter_params": "min"}
-# Fields a method's search space may set: its own hyper-parameters plus anything trial-wide.
-METHOD_FIELDS = {
-    "qrlora": {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "basis", "lr", "head_lr"},
-    "lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
-    "svd_lora": {"layers", "matrices", "train_head", "rank", "alpha", "lora_dropout", "lr", "head_lr"},
-    "full": {"lr", "head_lr"},
-}
 VARIANTS = "variants"  # a list of joint settings, e.g. [{layers: last:4, matrices: q}, {layers: all, matrices: o}]
 SPEC_KEYS = ("name", "tasks", "model", "methods", "train_sizes", "seeds", "epochs", "warmup_epochs", "selection",
              "holdout_size", "trial", "search", "scheduler", "objectives", "resources", "tracking_uri", "storage_path")
@@ -227,18 +221,19 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
         variants = space.get(VARIANTS, [{}])
         if not isinstance(variants, list) or not variants or not all(isinstance(v, dict) for v in variants):
             _fail(f"methods.{method}.{VARIANTS}", "must be a non-empty list of mappings of method fields")
+        allowed = METHODS[method].space_fields()  # its own hyper-parameters, targets, rates
         for index, variant in enumerate(variants):
             for name in variant:
-                if name not in METHOD_FIELDS[method] or name in space:
+                if name not in allowed or name in space:
                     _fail(f"methods.{method}.{VARIANTS}[{index}].{name}",
-                          f"not a {method} field outside the space; allowed: {', '.join(sorted(METHOD_FIELDS[method]))}")
+                          f"not a {method} field outside the space; allowed: {', '.join(sorted(allowed))}")
         candidates = {}
         for name, value in space.items():
             if name == VARIANTS:
                 continue
             path = f"methods.{method}.{name}"
-            if name not in METHOD_FIELDS[method]:
-                _fail(path, f"not a {method} field; allowed: {', '.join(sorted(METHOD_FIELDS[method]))}")
+            if name not in allowed:
+                _fail(path, f"not a {method} field; allowed: {', '.join(sorted(allowed))}")
             if search.algorithm == "grid" and isinstance(value, dict):
                 _fail(path, "ranges need search.algorithm optuna or random; a grid takes a list of values")
             candidates[name] = _domain_values(path, value)

@@ -13,18 +13,17 @@ from typing import Any, Iterator
 from qrlora.config import TargetConfig
 from qrlora.targets import ARCHITECTURES, find_targets
 from trainables.config import TrialConfig
+from trainables.methods import METHODS
 
 from .spec import VARIANTS, SweepSpec, _domain_values
 
 TARGET_FIELDS = ("layers", "matrices")  # what decides a method's targets
-# Methods that adapt chosen weights; full fine-tuning trains every weight of any architecture.
-TARGETED = ("qrlora", "lora", "svd_lora")
 
 
 def target_problems(spec: SweepSpec, cache_dir: Path | None = None) -> list[str]:
     """One line per spec field with a choice the model cannot satisfy (the first such choice), or one
     line for the model when it has an architecture the spec's adapters do not support."""
-    methods = [method for method in spec.methods if method in TARGETED]
+    methods = [method for method in spec.methods if METHODS[method].targeted]  # full trains any
     if not methods:
         return []
     import torch

@@ -48,11 +48,12 @@ def test_head_and_adapter_get_their_own_learning_rates(glue_dir, tiny_model_dir)
 
 
 def test_head_lr_defaults_per_method_and_protocol():
-    from trainables.config import DEFAULT_HEAD_LR, DEFAULT_LR
-
-    assert TrialConfig(method="qrlora").head_lr == DEFAULT_HEAD_LR["cold"]["qrlora"]
-    assert TrialConfig(method="lora", warmup_epochs=1).head_lr == DEFAULT_HEAD_LR["warm"]["lora"]
-    assert TrialConfig(method="full", warmup_epochs=1).head_lr == DEFAULT_LR["full"]  # one lr for full FT
+    # the measured defaults (README's grids), as each method's registry module states them
+    assert TrialConfig(method="qrlora").head_lr == 1e-1
+    assert TrialConfig(method="svd_lora").head_lr == 1e-1
+    assert TrialConfig(method="lora", warmup_epochs=1).head_lr == 1e-3
+    assert TrialConfig(method="svd_lora", warmup_epochs=1).head_lr == 1e-2
+    assert TrialConfig(method="full", warmup_epochs=1).head_lr == 5e-5  # one lr for full FT
     assert TrialConfig(method="full", head_lr=1e-3).head_lr == 1e-3
     with pytest.raises(ValueError, match=r"^head_lr: must be > 0, got -1.0$"):
         TrialConfig(head_lr=-1.0)
@@ -279,7 +280,7 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
              ((lora,), f"run {lora}: no adapter artifact (adapter.json) in this lora run"),
              ((full,), f"run {full}: full fine-tuning run without model weights; rerun it with log_full_model: true"),
              ((kept_lora, "--format", "qrlora"),
-              f"run {kept_lora}: --format qrlora needs a QR-LoRA run, this is a lora run; use --format peft")]
+              f"run {kept_lora}: --format qrlora does not apply to a lora run; use --format peft or lora")]
     for (run_id, *flags), message in cases:
         status, lines = run_cli(tmp_path, ["export", run_id, "--out", "out", "--tracking-uri", uri, *flags], capsys)
         assert status == 2

@@ -23,14 +23,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import peft
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qrlora import AdapterReport, save_adapter, save_peft
+from qrlora import AdapterReport
 from qrlora.apply import unwrap
 
 from .config import TrialConfig
+from .methods import get_method
 from .models import resolve_model
 from .predictions import PREDICTIONS_DIR, WARMUP_PREDICTIONS, Predictions, save_predictions
 
@@ -38,22 +37,9 @@ INFO_FILE = "adapter.json"
 SPECTRA_FILE = "spectra.json"
 
 
-def _pissa_init(directory: Path) -> Path:
-    return directory.with_name(f"{directory.name}_pissa_init")  # PEFT names an adapter by it: no dots
-
-
 def prepare(model: nn.Module, config: TrialConfig, directory: Path) -> None:
-    """Before training: SVD-LoRA's initial adapter, which PEFT needs to convert the trained one."""
-    if config.method == "svd_lora":
-        model.save_pretrained(_pissa_init(directory))
-
-
-def _restore_head(model: nn.Module, weights: Path) -> None:
-    """PEFT's PiSSA-to-LoRA conversion keeps only the LoRA factors (peft 0.21): put the task head
-    (modules_to_save) back beside them."""
-    head = {name: tensor.contiguous() for name, tensor in peft.get_peft_model_state_dict(model).items()
-            if "lora_" not in name}
-    save_file({**load_file(weights), **head}, weights, metadata={"format": "pt"})
+    """Before training: what the method will need to save its adapter (SVD-LoRA: its initial factors)."""
+    get_method(config.method).prepare(model, config, directory)
 
 
 def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory: Path, record: dict[str, Any],
@@ -63,21 +49,8 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
     staging = directory.with_name(f"{directory.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    formats = []
-    if config.method == "qrlora":
-        save_adapter(model, report, config.method_config(), staging / "adapter")
-        save_peft(model, report, config.method_config(), staging / "peft")  # lambdas only, as `adapter`
-        formats = ["qrlora", "peft"]
-    elif config.method == "lora":
-        model.save_pretrained(staging / "peft")
-        formats = ["peft"]
-    elif config.method == "svd_lora":
-        model.save_pretrained(staging / "peft", path_initial_model_for_weight_conversion=str(_pissa_init(directory)))
-        _restore_head(model, staging / "peft" / "adapter_model.safetensors")
-        formats = ["peft"]
-    elif config.log_full_model:
-        unwrap(model).save_pretrained(staging / "model")
-        formats = ["model"]
+    method = get_method(config.method)
+    formats = method.save(model, report, config, staging, directory)
     spectra = {name: module.spectrum for name, module in report.modules.items() if module.spectrum}
     if spectra:
         (staging / SPECTRA_FILE).write_text(json.dumps(spectra))
@@ -89,10 +62,7 @@ def save(model: nn.Module, report: AdapterReport, config: TrialConfig, directory
             "base": {"model": config.model, "path": resolve_model(config.model, config.resolved_cache_dir()),
                      "warmup_key": warmup_key},
             "ranks": report.ranks, "predictions_digest": predictions_digest}
-    if config.method == "svd_lora":
-        info["peft_rank"] = 2 * config.rank
-        info["note"] = (f"PiSSA converted to plain LoRA for the original base weights: rank {2 * config.rank} "
-                        f"(2 x the trained rank {config.rank})")
+    info.update(method.info(config))
     (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
     shutil.rmtree(directory, ignore_errors=True)
     os.replace(staging, directory)

@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from qrlora import FullFinetuneConfig, LoRAConfig, MethodConfig, QRLoRAConfig, SVDLoRAConfig
+from qrlora import MethodConfig
 
-from .glue import TASKS
 from . import smollm2
+from .glue import TASKS
+from .methods import TARGET_FIELDS, check_number, get_method, method_fields
 
-METHODS = ("qrlora", "lora", "svd_lora", "full")
-# Chosen on SST-2 (MiniLM, 2,000 examples, 3 epochs, seed 0) as the best of a grid per method (README).
-DEFAULT_LR = {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-2, "full": 5e-5}
-# The task head's own rate, per method, for cold (no warm-up) and warm-started trials: measured grid (README).
-# Full fine-tuning trains the head at `lr` unless `head_lr` is given.
-DEFAULT_HEAD_LR = {"cold": {"qrlora": 1e-1, "lora": 1e-2, "svd_lora": 1e-1},
-                   "warm": {"qrlora": 1e-3, "lora": 1e-3, "svd_lora": 1e-2}}
 # SmolLM2's head reads a decoder's hidden states, 32x larger than MiniLM's pooled output (rms 2.04 vs
 # 0.063 on SST-2 dev): its heads do best at 1e-3 (grid on SST-2 2k, cold, README), so that is its default.
 MODEL_HEAD_LR = {smollm2.NAME: 1e-3}
@@ -25,20 +19,7 @@ KEEP = ("last", "best")
 # Which split selects (best epoch, `keep: best`, the search's objective, early stopping): GLUE's dev split,
 # which is then also the one reported, or a holdout fold carved from the train split (`trainables.glue.holdout`).
 SELECTION = ("dev", "holdout")
-DEFAULT_LORA_RANK = 2
 CACHES = ("basis", "warmup", "prefix")
-
-
-def _check_number(name: str, value: Any, low: float, high: float | None, low_open: bool, optional: bool) -> None:
-    """A float field in range, with the error a YAML spec needs: `1e-4` without a dot is text in YAML."""
-    if value is None and optional:
-        return
-    bound = f"{'>' if low_open else '>='} {low}" + (f" and < {high}" if high is not None else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(value, str) else ""
-        raise ValueError(f"{name}: must be a number {bound}, got {value!r}{hint}")
-    if (value <= low if low_open else value < low) or (high is not None and value >= high):
-        raise ValueError(f"{name}: must be {bound}, got {value!r}")
 
 
 def default_cache_dir() -> Path:
@@ -47,22 +28,19 @@ def default_cache_dir() -> Path:
 
 
 @dataclass
-class TrialConfig:
-    """Everything that defines a trial; unknown keys and bad values fail before any work starts."""
+class _TrialConfig:
+    """Everything that defines a trial; unknown keys and bad values fail before any work starts.
+
+    The fields here are every trial's; `TrialConfig` (below) adds each registered method's own.
+    """
 
     task: str = "sst2"
     model: str = "minilm"
     method: str = "qrlora"
-    # targets and method hyper-parameters (tau/rank_rule: QR-LoRA; alpha/lora_dropout: LoRA, SVD-LoRA)
+    # what a targeted method adapts; each method's own hyper-parameters are its registry fields (below)
     layers: str = "last:4"
     matrices: str = "q"
     train_head: bool = True
-    tau: float = 0.5
-    rank_rule: str = "relative"
-    rank: int | None = None  # QR-LoRA with rank_rule 'rank'; LoRA/SVD-LoRA rank (default 2)
-    basis: str = "qr"  # QR-LoRA: the pivoted QR, or an ablation (qrlora.basis.factorise)
-    alpha: float | None = None
-    lora_dropout: float = 0.0
     # data
     train_size: int | None = 10_000
     max_length: int = 128
@@ -71,8 +49,8 @@ class TrialConfig:
     holdout_size: int | None = None  # selection 'holdout': rows of the fold; None: 500, or a tenth of train
     # optimisation
     epochs: int = 3
-    lr: float | None = None  # None: DEFAULT_LR[method]
-    head_lr: float | None = None  # the task head's rate; None: DEFAULT_HEAD_LR (full fine-tuning: lr)
+    lr: float | None = None  # None: the method's default
+    head_lr: float | None = None  # the task head's rate; None: the method's default for a cold or warm start
     batch_size: int = 32
     eval_batch_size: int = 128
     warmup_ratio: float = 0.06
@@ -104,8 +82,7 @@ class TrialConfig:
             raise ValueError(f"task: unknown {self.task!r}; choose one of {', '.join(sorted(TASKS))}")
         if self.model == smollm2.NAME:
             smollm2.check_installed()  # before any work starts, with the install command
-        if self.method not in METHODS:
-            raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(METHODS)}")
+        method = get_method(self.method)
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {getattr(self, name)!r}")
@@ -121,9 +98,8 @@ class TrialConfig:
                              f"{', '.join(CACHES)}, or 'none'")
         for name, low, high, low_open in (("lr", 0, None, True), ("head_lr", 0, None, True),
                                           ("warmup_lr", 0, None, True), ("max_grad_norm", 0, None, True),
-                                          ("weight_decay", 0, None, False), ("warmup_ratio", 0, 1, False),
-                                          ("alpha", 0, None, True)):
-            _check_number(name, getattr(self, name), low, high, low_open, optional=name in ("lr", "head_lr", "alpha"))
+                                          ("weight_decay", 0, None, False), ("warmup_ratio", 0, 1, False)):
+            check_number(name, getattr(self, name), low, high, low_open, optional=name in ("lr", "head_lr"))
         if self.selection not in SELECTION:
             raise ValueError(f"selection: unknown {self.selection!r}; choose one of {', '.join(SELECTION)}")
         if self.holdout_size is not None and (self.selection != "holdout" or isinstance(self.holdout_size, bool)
@@ -132,15 +108,13 @@ class TrialConfig:
                              f"{self.holdout_size!r} with selection {self.selection!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: unknown {self.keep!r}; choose one of {', '.join(KEEP)}")
+        method.resolve(self)
         if self.lr is None:
-            self.lr = DEFAULT_LR[self.method]
+            self.lr = method.lr
         if self.head_lr is None:
             start = "warm" if self.warmup_epochs else "cold"
-            self.head_lr = self.lr if self.method == "full" else \
-                MODEL_HEAD_LR.get(self.model, DEFAULT_HEAD_LR[start][self.method])
-        if self.method in ("lora", "svd_lora") and self.rank is None:
-            self.rank = DEFAULT_LORA_RANK
-        self.method_config()  # validates layers, matrices, tau, rank rule, rank
+            self.head_lr = self.lr if method.head_lr is None else MODEL_HEAD_LR.get(self.model, method.head_lr[start])
+        self.method_config()  # validates layers, matrices and the method's own fields
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
@@ -154,23 +128,17 @@ class TrialConfig:
         return asdict(self)
 
     def method_config(self) -> MethodConfig:
-        targets = {"layers": self.layers, "matrices": self.matrices, "train_head": self.train_head}
-        if self.method == "qrlora":
-            return QRLoRAConfig(tau=self.tau, rank_rule=self.rank_rule, rank=self.rank, basis=self.basis, **targets)
-        if self.method in ("lora", "svd_lora"):
-            cls = LoRAConfig if self.method == "lora" else SVDLoRAConfig
-            return cls(rank=self.rank, alpha=self.alpha, dropout=self.lora_dropout, **targets)
-        return FullFinetuneConfig()
+        return get_method(self.method).build(self)
 
     def params(self) -> dict[str, Any]:
         """Every field, less other methods' hyper-parameters (a LoRA trial records no tau)."""
-        method_fields = {"layers", "matrices", "train_head", "tau", "rank_rule", "rank", "basis", "alpha",
-                         "lora_dropout"}
+        per_method = set(TARGET_FIELDS) | set(METHOD_FIELDS)
         relevant = self.method_params()
-        return {key: value for key, value in self.to_dict().items() if key not in method_fields or key in relevant}
+        return {key: value for key, value in self.to_dict().items() if key not in per_method or key in relevant}
 
     def method_params(self) -> dict[str, Any]:
         """The keys that matter for this method (a LoRA trial has no tau): what records show."""
+        method = get_method(self.method)
         common = ["task", "model", "method", "train_size", "max_length", "epochs", "lr", "head_lr", "batch_size",
                   "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "warmup_epochs", "group_by_length",
                   "caches", "keep", "selection"]
@@ -178,16 +146,9 @@ class TrialConfig:
             common.append("holdout_size")
         if self.warmup_epochs:
             common.append("warmup_lr")
-        if self.method != "full":
-            common += ["layers", "matrices", "train_head"]
-        else:
-            common.append("log_full_model")
-        if self.method == "qrlora":
-            common += ["tau", "rank_rule"] + (["rank"] if self.rank_rule == "rank" else [])
-            common += ["basis"] if self.basis != "qr" else []  # the paper's basis records as before it had a name
-        elif self.method in ("lora", "svd_lora"):
-            common += ["rank", "alpha", "lora_dropout"]
-        return {name: getattr(self, name) for name in common}
+        if method.targeted:
+            common += list(TARGET_FIELDS)
+        return {name: getattr(self, name) for name in common + method.recorded(self)}
 
     @property
     def cache_set(self) -> set[str]:
@@ -196,3 +157,10 @@ class TrialConfig:
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+
+METHOD_FIELDS = method_fields()  # every registered method's own fields
+TrialConfig = make_dataclass("TrialConfig", [(name, method_field.type, field(default=method_field.default))
+                                             for name, method_field in METHOD_FIELDS.items()], bases=(_TrialConfig,))
+TrialConfig.__module__ = __name__  # so Ray and pickle find it here
+TrialConfig.__doc__ = _TrialConfig.__doc__
