@@ -32,9 +32,10 @@ _CONVERTERS = {"str": str, "int": int, "float": float, "bool": _boolean, "str | 
 def add_trial_options(parser: argparse.ArgumentParser) -> None:
     """One --option per TrialConfig field; only the options given reach the config."""
     from trainables.config import TrialConfig
+    from trainables.methods import type_name
 
     for field in dataclasses.fields(TrialConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_CONVERTERS[field.type],
+        parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, type=_CONVERTERS[type_name(field)],
                             default=argparse.SUPPRESS, help=f"default: {field.default}")
 
 

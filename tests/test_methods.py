@@ -48,10 +48,11 @@ register(Toy())
 '''
 
 TOY_SCRIPT = '''
-import json, subprocess, sys
+import contextlib, io, json, sys
 from pathlib import Path
 import toy_method  # registers before anything reads the registry
 
+from sweeps.cli import main
 from sweeps.pareto import PARAM_COLUMNS
 from sweeps.spec import parse_spec
 from trainables.config import TrialConfig
@@ -79,8 +80,10 @@ result["errors"] = errors
 result["spec_methods"] = parse_spec({"name": "toy", "tasks": ["sst2"],
                                      "methods": {"toy": {"toy_rank": [1, 2]}, "qrlora": {}}}).methods
 result["record"] = run_trial(config, artifacts_dir=out / "artifacts")
-result["help"] = subprocess.run([sys.executable, "-c", "import toy_method; from sweeps.cli import main; main(['train', '--help'])"],
-                                capture_output=True, text=True).stdout
+help_text = io.StringIO()
+with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+    main(["train", "--help"])
+result["help"] = help_text.getvalue()
 print(json.dumps(result, default=str))
 '''
 

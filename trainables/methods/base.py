@@ -91,15 +91,21 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
+def type_name(field: Field) -> str:
+    """A field's type as written ('int | None'), with or without `from __future__ import annotations`."""
+    return field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+
+
 def register(method: Method) -> Method:
     """Add a method; a field it shares with another must have the same type and default there."""
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is already registered")
     known = method_fields()
     for field in fields(method.fields):
-        if field.name in known and (known[field.name].type, known[field.name].default) != (field.type, field.default):
-            raise ValueError(f"{method.name}.{field.name}: {field.type} = {field.default!r} differs from another "
-                             f"method's {known[field.name].type} = {known[field.name].default!r}; "
+        other = known.get(field.name)
+        if other and (type_name(other), other.default) != (type_name(field), field.default):
+            raise ValueError(f"{method.name}.{field.name}: {type_name(field)} = {field.default!r} differs from another "
+                             f"method's {type_name(other)} = {other.default!r}; "
                              f"name it {method.name}_{field.name}")
     METHODS[method.name] = method
     return method
