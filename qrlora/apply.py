@@ -7,7 +7,7 @@ import peft
 from torch import nn
 
 from .basis import BasisCache, default_cache, select_rank
-from .config import FullFinetuneConfig, LoRAConfig, MethodConfig, QRLoRAConfig, TargetConfig
+from .config import FullFinetuneConfig, LoRAConfig, MethodConfig, PeftTunerConfig, QRLoRAConfig, TargetConfig
 from .layer import QRLoRALinear
 from .targets import find_targets, head_module_names
 
@@ -60,8 +60,10 @@ def apply_method(model: nn.Module, config: MethodConfig,
         modules = _inject_qrlora(model, config, basis_cache or default_cache())
     elif isinstance(config, LoRAConfig):
         model, modules = _inject_lora(model, config)
+    elif isinstance(config, PeftTunerConfig):
+        model, modules = _inject_peft(model, config)
     else:
-        raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, FullFinetuneConfig, "
+        raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, PeftTunerConfig, FullFinetuneConfig, "
                         f"got {type(config).__name__}")
     return model, _report(model, config, total_before, modules)
 
@@ -87,17 +89,31 @@ def _inject_qrlora(model: nn.Module, config: QRLoRAConfig, cache: BasisCache) ->
 
 def _inject_lora(model: nn.Module, config: LoRAConfig) -> tuple[nn.Module, dict[str, ModuleReport]]:
     targets = find_targets(model, config)
-    # The head always travels with the adapter (a fresh head is not the base model's own); it trains
-    # only with train_head.
     lora_config = peft.LoraConfig(
         r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, init_lora_weights=config.init,
+        use_dora=config.dora, use_rslora=config.rslora,
         target_modules=[target.name for target in targets], modules_to_save=head_module_names(model))
-    peft_model = peft.get_peft_model(model, lora_config)
+    peft_model = _with_head(peft.get_peft_model(model, lora_config), config)
+    return peft_model, {target.name: ModuleReport(target.layer, target.matrix, config.rank) for target in targets}
+
+
+def _inject_peft(model: nn.Module, config: PeftTunerConfig) -> tuple[nn.Module, dict[str, ModuleReport]]:
+    """Any PEFT tuner on the targets, the head travelling with it as with LoRA."""
+    targets = find_targets(model, config)
+    peft_config = config.peft_config({target.name: target.matrix for target in targets}, head_module_names(model))
+    peft_model = _with_head(peft.get_peft_model(model, peft_config), config)
+    rank = getattr(peft_config, "r", 0)  # the tuners with a rank (VeRA, VB-LoRA, ...); 0 for the others
+    return peft_model, {target.name: ModuleReport(target.layer, target.matrix, rank) for target in targets}
+
+
+def _with_head(peft_model: peft.PeftModel, config: TargetConfig) -> peft.PeftModel:
+    """The head always travels with a PEFT adapter (modules_to_save: a fresh head is not the base model's
+    own); it trains only with train_head."""
     if not config.train_head:
         for name, param in peft_model.named_parameters():
             if ".modules_to_save." in name:
                 param.requires_grad_(False)
-    return peft_model, {target.name: ModuleReport(target.layer, target.matrix, config.rank) for target in targets}
+    return peft_model
 
 
 def _report(model: nn.Module, config: MethodConfig, total_before: int, modules: dict[str, ModuleReport]) -> AdapterReport:
@@ -106,7 +122,7 @@ def _report(model: nn.Module, config: MethodConfig, total_before: int, modules: 
     adapter = sum(count for name, count in trainable.items()
                   if not _strip_peft_prefix(name).startswith(head_prefixes))
     # LoRA's copies of the head (modules_to_save) are not extra model size: count base + adapter.
-    return AdapterReport(config.method, adapter, sum(trainable.values()),
+    return AdapterReport(getattr(config, "name", "") or config.method, adapter, sum(trainable.values()),
                          total_before + (adapter if config.adds_params else 0), total_before, modules)
 
 

@@ -1,7 +1,7 @@
 """One config object per method. Validation happens here, before any model is touched."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, Sequence
 
 MATRICES = ("q", "k", "v", "o", "gate", "up", "down")  # attention, then the feed-forward projections
@@ -105,6 +105,8 @@ class LoRAConfig(TargetConfig):
     rank: int = 2
     alpha: float | None = None  # None: alpha = rank, so the scale alpha / rank is 1
     dropout: float = 0.0
+    dora: bool = False  # DoRA: a trained magnitude per output beside the low-rank direction update
+    rslora: bool = False  # rank-stabilised scale alpha / sqrt(rank)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -124,6 +126,60 @@ class SVDLoRAConfig(LoRAConfig):
     init: ClassVar[bool | str] = "pissa"
 
 
+# What a PEFT tuner's options may not set: the targets and the head come from the TargetConfig fields.
+PEFT_RESERVED = ("target_modules", "modules_to_save", "task_type", "peft_type", "layers_to_transform",
+                 "layers_pattern", "exclude_modules", "base_model_name_or_path", "revision", "inference_mode",
+                 "auto_mapping", "peft_version", "target_parameters")
+
+
+def peft_tuner_class(tuner: str) -> type:
+    """PEFT's config class named `tuner` ('VeraConfig'), or one line listing the tuners that take targets."""
+    import peft
+
+    known = sorted(name for name in dir(peft) if name.endswith("Config") and isinstance(getattr(peft, name), type)
+                   and issubclass(getattr(peft, name), peft.PeftConfig)
+                   and "target_modules" in {field.name for field in fields(getattr(peft, name))})
+    if tuner not in known:
+        raise ValueError(f"tuner: unknown PEFT tuner {tuner!r}; choose one of {', '.join(known)}")
+    return getattr(peft, tuner)
+
+
+@dataclass
+class PeftTunerConfig(TargetConfig):
+    """Any PEFT tuner that takes target modules, through PEFT's own implementation: `tuner` names its
+    config class (`VeraConfig`), `options` sets its fields; targets and head come from this config."""
+
+    method: ClassVar[str] = "peft"
+    tuner: str = "LoraConfig"
+    options: dict[str, Any] = field(default_factory=dict)
+    # options that list modules, by matrix: {"feedforward_modules": "down"} gives (IA)3 the targets whose
+    # matrix is `down`
+    module_options: dict[str, str] = field(default_factory=dict)
+    name: str = ""  # what the report calls it (`vera`); default: the tuner's class name
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        cls = peft_tuner_class(self.tuner)
+        if not isinstance(self.options, dict):
+            raise ValueError(f"options: must be a mapping of {self.tuner} fields, got {self.options!r}")
+        allowed = sorted({f.name for f in fields(cls)} - set(PEFT_RESERVED))
+        unknown = sorted((set(self.options) | set(self.module_options)) - set(allowed))
+        if unknown:
+            raise ValueError(f"options.{unknown[0]}: not a field of {self.tuner}; allowed: {', '.join(allowed)}")
+        try:  # PEFT's own checks of the values, now rather than when the model is built
+            cls(target_modules=["probe"], **self.options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"options: {self.tuner} refuses {self.options}: {error}") from None
+        self.name = self.name or self.tuner
+
+    def peft_config(self, targets: dict[str, str], modules_to_save: list[str]):
+        """PEFT's config for these targets (module name: matrix); PEFT's own checks of the options apply."""
+        by_matrix = {option: [name for name, matrix in targets.items() if matrix in parse_matrices(matrices)]
+                     for option, matrices in self.module_options.items()}
+        return peft_tuner_class(self.tuner)(target_modules=list(targets), modules_to_save=modules_to_save,
+                                            **self.options, **by_matrix)
+
+
 @dataclass
 class FullFinetuneConfig:
     """Full fine-tuning: every parameter trains."""
@@ -135,9 +191,9 @@ class FullFinetuneConfig:
         return {"method": self.method}
 
 
-MethodConfig = QRLoRAConfig | LoRAConfig | SVDLoRAConfig | FullFinetuneConfig
+MethodConfig = QRLoRAConfig | LoRAConfig | SVDLoRAConfig | PeftTunerConfig | FullFinetuneConfig
 CONFIG_CLASSES: dict[str, type] = {
-    cls.method: cls for cls in (QRLoRAConfig, LoRAConfig, SVDLoRAConfig, FullFinetuneConfig)
+    cls.method: cls for cls in (QRLoRAConfig, LoRAConfig, SVDLoRAConfig, PeftTunerConfig, FullFinetuneConfig)
 }
 
 

@@ -51,7 +51,7 @@ METRICS = ("score", "best_score")  # the last epoch's dev score, or the best epo
 # stopped_at_rung: the epoch at which asha/mo_asha stopped the run (with --aggregate seeds, its stopped
 # seeds' rungs joined by ";"), empty for a run that trained its full budget
 CSV_COLUMNS = ("run_id", *CONDITION_COLUMNS, "method", "score", *COUNT_COLUMNS, *PARAM_COLUMNS, "adapter_uri",
-               STOPPED_TAG)
+               STOPPED_TAG)  # pareto.csv has those of the methods on its fronts (csv_columns)
 SEED_COLUMNS = ("score_std", "n", "failed", "run_ids")  # --aggregate seeds: the front of configuration means
 AGGREGATES = ("none", "seeds")
 OUTPUT_FILES = ("pareto.csv", "pareto.json", "pareto.png")
@@ -357,9 +357,16 @@ def hypervolume_history(task_rows: list[dict], x: str, reference: tuple[float, f
             for count in range(1, len(done) + 1)]
 
 
+def csv_columns(methods: list[str]) -> tuple[str, ...]:
+    """CSV_COLUMNS with only the parameter columns of these methods (a QR-LoRA front shows no VeRA rank)."""
+    shown = set(front_columns(methods)) | {"lr"}
+    return tuple(column for column in CSV_COLUMNS if column not in PARAM_COLUMNS or column in shown)
+
+
 def _write_csv(path: Path, summary: dict) -> None:
     with path.open("w", newline="") as handle:
-        columns = CSV_COLUMNS + (SEED_COLUMNS if summary["aggregate"] == "seeds" else ())
+        methods = [row["method"] for front in summary["fronts"].values() for row in front["front"]]
+        columns = csv_columns(methods) + (SEED_COLUMNS if summary["aggregate"] == "seeds" else ())
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")  # None is written as ""
         writer.writeheader()
         for condition_summary in summary["fronts"].values():

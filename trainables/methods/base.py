@@ -127,6 +127,8 @@ def method_fields() -> dict[str, Field]:
     return merged
 
 
-def front_columns() -> tuple[str, ...]:
-    """The method fields a front's table shows: every method's columns, each once, in registration order."""
-    return tuple(dict.fromkeys(column for method in METHODS.values() for column in method.columns))
+def front_columns(methods: list[str] | None = None) -> tuple[str, ...]:
+    """The method fields a front's table shows for these methods (default: all), each once, in
+    registration order."""
+    return tuple(dict.fromkeys(column for name, method in METHODS.items() if methods is None or name in methods
+                               for column in method.columns))

@@ -26,6 +26,8 @@ class LoRAFields:
     rank: int | None = None  # None: DEFAULT_RANK
     alpha: float | None = None  # None: rank, so the scale alpha / rank is 1
     lora_dropout: float = 0.0
+    dora: bool = False  # DoRA (Liu et al., 2024)
+    rslora: bool = False  # rank-stabilised scaling (Kalajdzievski, 2023)
 
 
 class LoRA(Method):
@@ -34,18 +36,23 @@ class LoRA(Method):
     fields = LoRAFields
     lr = 1e-2
     head_lr = {"cold": 1e-2, "warm": 1e-3}
-    columns = ("rank", "layers", "matrices")
+    columns = ("rank", "dora", "rslora", "layers", "matrices")
     row_order = 10
+    record_defaults = {"dora": False, "rslora": False}  # recorded when on: records from before them unchanged
     export_sources = {"peft": "peft", "lora": "peft"}
 
     def resolve(self, config: TrialConfig) -> None:
         check_number("alpha", config.alpha, 0, optional=True)
         check_number("lora_dropout", config.lora_dropout, 0, 1, low_open=False)
+        for name in ("dora", "rslora"):
+            if not isinstance(getattr(config, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(config, name)!r}")
         if config.rank is None:
             config.rank = DEFAULT_RANK
 
     def build(self, config: TrialConfig) -> LoRAConfig:
         return self.config_class(rank=config.rank, alpha=config.alpha, dropout=config.lora_dropout,
+                                 dora=config.dora, rslora=config.rslora,
                                  layers=config.layers, matrices=config.matrices, train_head=config.train_head)
 
 
