@@ -9,7 +9,7 @@ from torch import nn
 from .basis import BasisCache, default_cache, select_rank
 from .config import FullFinetuneConfig, LoRAConfig, MethodConfig, PeftTunerConfig, QRLoRAConfig, TargetConfig
 from .layer import QRLoRALinear
-from .targets import find_targets, head_module_names
+from .targets import find_norms, find_targets, head_module_names
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _inject_lora(model: nn.Module, config: LoRAConfig) -> tuple[nn.Module, dict[
 
 def _inject_peft(model: nn.Module, config: PeftTunerConfig) -> tuple[nn.Module, dict[str, ModuleReport]]:
     """Any PEFT tuner on the targets, the head travelling with it as with LoRA."""
-    targets = find_targets(model, config)
+    targets = find_norms(model, config) if config.norms else find_targets(model, config)
     peft_config = config.peft_config({target.name: target.matrix for target in targets}, head_module_names(model))
     peft_model = _with_head(peft.get_peft_model(model, peft_config), config)
     rank = getattr(peft_config, "r", 0)  # the tuners with a rank (VeRA, VB-LoRA, ...); 0 for the others

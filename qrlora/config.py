@@ -155,6 +155,7 @@ class PeftTunerConfig(TargetConfig):
     # options that list modules, by matrix: {"feedforward_modules": "down"} gives (IA)3 the targets whose
     # matrix is `down`
     module_options: dict[str, str] = field(default_factory=dict)
+    norms: bool = False  # target the selected layers' LayerNorm / RMSNorm modules instead of `matrices`
     name: str = ""  # what the report calls it (`vera`); default: the tuner's class name
 
     def __post_init__(self) -> None:

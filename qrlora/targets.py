@@ -87,6 +87,22 @@ def find_targets(model: nn.Module, config: TargetConfig) -> list[Target]:
     return targets
 
 
+def find_norms(model: nn.Module, config: TargetConfig) -> list[Target]:
+    """The normalisation modules (LayerNorm, RMSNorm) inside the layers a config selects, in layer order."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"model_type: unsupported {model_type!r}; supported: {', '.join(sorted(ARCHITECTURES))}")
+    pattern = re.compile(rf"^(?:.*\.)?{re.escape(ARCHITECTURES[model_type][0])}\.(\d+)\.(.+)$")
+    by_layer: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        if (match := pattern.match(name)) and type(module).__name__.endswith(("LayerNorm", "RMSNorm")):
+            by_layer.setdefault(int(match.group(1)), []).append(name)
+    if not by_layer:
+        raise ValueError(f"model_type {model_type!r}: no LayerNorm or RMSNorm modules found in its layers")
+    return [Target(layer, "norm", name) for layer in select_layers(config.layers, max(by_layer) + 1)
+            for name in by_layer.get(layer, [])]
+
+
 def head_module_names(model: nn.Module) -> list[str]:
     """Top-level children outside the pretrained backbone that hold parameters: the task head."""
     backbone = getattr(model, "base_model_prefix", "")

@@ -26,7 +26,7 @@ def _boolean(text: str) -> bool:
 
 
 _CONVERTERS = {"str": str, "int": int, "float": float, "bool": _boolean, "str | None": _optional(str),
-               "int | None": _optional(int), "float | None": _optional(float), "dict | None": _optional(json.loads)}
+               "int | None": _optional(int), "float | None": _optional(float)}
 
 
 def add_trial_options(parser: argparse.ArgumentParser) -> None:

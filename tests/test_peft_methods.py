@@ -20,6 +20,8 @@ METHODS = {
     "vblora": ({"vblora_rank": 2, "vblora_num_vectors": 8, "vblora_vector_length": 4, "vblora_topk": 2},
                peft.VBLoRAConfig, {"r": 2, "num_vectors": 8, "vector_length": 4, "topk": 2}),
     "ia3": ({}, peft.IA3Config, {}),
+    "ln_tuning": ({}, peft.LNTuningConfig, {}),
+    "bitfit": ({}, peft.BeftConfig, {}),
     "tinylora": ({"tinylora_rank": 2, "tinylora_u": 4}, peft.TinyLoraConfig, {"r": 2, "u": 4}),
     "unilora": ({"unilora_rank": 2, "unilora_theta_d_length": 16}, peft.UniLoraConfig,
                 {"r": 2, "theta_d_length": 16}),
@@ -27,11 +29,14 @@ METHODS = {
     "lora-dora": ({"method": "lora", "rank": 2, "dora": True}, peft.LoraConfig, {"r": 2, "use_dora": True}),
     "lora-rslora": ({"method": "lora", "rank": 2, "rslora": True, "alpha": 4.0}, peft.LoraConfig,
                     {"r": 2, "use_rslora": True, "lora_alpha": 4.0}),
-    "peft": ({"peft_type": "VeraConfig", "peft_options": {"r": 4}}, peft.VeraConfig, {"r": 4}),
+    "peft": ({"peft_type": "VeraConfig", "peft_options": '{"r": 4}'}, peft.VeraConfig, {"r": 4}),
 }
 # Starting as the identity: the adapted model's logits equal the base model's before any step.
 # FourierFT (random spectrum), VB-LoRA, Uni-LoRA and C3A start away from it with PEFT 0.21's defaults.
-IDENTITY_AT_INIT = {"vera", "ia3", "tinylora", "lora-dora", "lora-rslora", "peft"}
+IDENTITY_AT_INIT = {"vera", "ia3", "ln_tuning", "bitfit", "tinylora", "lora-dora", "lora-rslora", "peft"}
+# LN tuning's targets, by hand: the normalisation modules of layer 0 (`matrices` does not apply)
+LAYER0_NORMS = {"bert": ["bert.encoder.layer.0.attention.output.LayerNorm", "bert.encoder.layer.0.output.LayerNorm"],
+                "llama": ["model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm"]}
 
 
 def trial_config(key: str, matrices: str = "q,v") -> TrialConfig:
@@ -48,7 +53,7 @@ def peft_own_adapter_count(key: str, arch: str, matrices: str) -> int:
     """PEFT's trainable count for the same tuner on hand-written targets, less the task head's."""
     _, peft_class, options = METHODS[key]
     paths = {**LAYER0_PATHS[arch], **LAYER0_FFN_PATHS[arch]}
-    targets = [paths[matrix] for matrix in matrices.split(",")]
+    targets = LAYER0_NORMS[arch] if key == "ln_tuning" else [paths[matrix] for matrix in matrices.split(",")]
     extra = {"feedforward_modules": [paths["down"]]} if key == "ia3" and "down" in matrices else {}
     model = peft.get_peft_model(tiny_model(arch), peft_class(target_modules=targets, modules_to_save=HEAD[arch],
                                                              **options, **extra))
@@ -65,7 +70,8 @@ def test_adapter_params_equal_peft_s_own_count(key, arch):
     assert report.adapter_params == peft_own_adapter_count(key, arch, "q,v") > 0
     assert report.trainable_params == model.get_nb_trainable_parameters()[0]  # head included, as PEFT prints it
     assert report.base_params == sum(param.numel() for param in tiny_model(arch).parameters())
-    assert set(report.modules) == {LAYER0_PATHS[arch]["q"], LAYER0_PATHS[arch]["v"]}
+    assert set(report.modules) == (set(LAYER0_NORMS[arch]) if key == "ln_tuning"
+                                   else {LAYER0_PATHS[arch]["q"], LAYER0_PATHS[arch]["v"]})
 
 
 @pytest.mark.parametrize("arch", ["bert", "llama"])
@@ -107,6 +113,8 @@ def test_start_and_reload(key, arch, tmp_path):
     (["--method", "peft", "--peft-type", "VeraConfig", "--peft-options", '{"rr": 1}'],
      "peft_options.rr: not a field of VeraConfig; allowed: bias, d_initial, fan_in_fan_out, init_weights, "
      "projection_prng_key, r, save_projection, vera_dropout"),
+    (["--method", "peft", "--peft-options", "r=4"],
+     """peft_options: must be a JSON object of LoraConfig fields such as '{"r": 8}', got 'r=4'"""),
     (["--method", "vera", "--vera-rank", "0"], "vera_rank: must be an integer >= 1, got 0"),
     (["--method", "lora", "--dora", "maybe"], "argument --dora: expected true or false, got 'maybe'"),
 ])

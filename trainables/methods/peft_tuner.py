@@ -7,6 +7,7 @@ Default rates are the tuner's paper's (RoBERTa-base, GLUE) until a grid here mea
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,6 +24,7 @@ class PeftTuner(Method):
 
     tuner: ClassVar[str]
     module_options: ClassVar[dict[str, str]] = {}
+    norms: ClassVar[bool] = False  # adapts the selected layers' normalisation modules, not `matrices`
 
     def options(self, config: TrialConfig) -> dict[str, Any]:
         return {}
@@ -38,18 +40,19 @@ class PeftTuner(Method):
 
     def build(self, config: TrialConfig) -> PeftTunerConfig:
         return PeftTunerConfig(tuner=self.tuner, options=self.options(config), module_options=self.module_options,
-                               name=self.name, layers=config.layers, matrices=config.matrices,
+                               norms=self.norms, name=self.name, layers=config.layers, matrices=config.matrices,
                                train_head=config.train_head)
 
 
 @dataclass
 class PeftFields:
     peft_type: str = "LoraConfig"  # any PEFT config class that takes target modules
-    peft_options: dict | None = None  # its fields, e.g. {"r": 8}
+    # its fields as a JSON object, '{"r": 8}': one string, so grids, Optuna choices and records take it whole
+    peft_options: str = "{}"
 
 
 class GenericPeft(PeftTuner):
-    """Any PEFT tuner without code: `peft_type: VeraConfig`, `peft_options: {r: 8}`."""
+    """Any PEFT tuner without code: `peft_type: VeraConfig`, `peft_options: '{"r": 8}'`."""
 
     name, fields = "peft", PeftFields
     lr = 1e-2
@@ -57,10 +60,15 @@ class GenericPeft(PeftTuner):
     columns = ("peft_type", "layers", "matrices")
 
     def build(self, config: TrialConfig) -> PeftTunerConfig:
-        if not isinstance(config.peft_options, (dict, type(None))):
-            raise ValueError(f"peft_options: must be a mapping of {config.peft_type} fields, got {config.peft_options!r}")
         try:
-            return PeftTunerConfig(tuner=config.peft_type, options=dict(config.peft_options or {}),
+            options = json.loads(config.peft_options)
+        except (TypeError, json.JSONDecodeError):
+            options = None
+        if not isinstance(options, dict):
+            raise ValueError(f"peft_options: must be a JSON object of {config.peft_type} fields such as "
+                             f"'{{\"r\": 8}}', got {config.peft_options!r}")
+        try:
+            return PeftTunerConfig(tuner=config.peft_type, options=options,
                                    name=config.peft_type, layers=config.layers, matrices=config.matrices,
                                    train_head=config.train_head)
         except ValueError as error:  # name this method's fields in the message
