@@ -1,0 +1,99 @@
+"""A sweep mixing six methods, PEFT's tuners among them, through Ray, MLflow, fronts, report, claims and
+export: every method a registry module, no command naming any of them."""
+from __future__ import annotations
+
+import csv
+import os
+
+import peft
+import pytest
+import ray
+import yaml
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from sweeps.cli import main
+from test_records import plain_accuracy
+
+MAX_LENGTH = 32
+METHODS = {"qrlora": {"tau": 0.5}, "vera": {"vera_rank": 16}, "fourierft": {"fourierft_n_frequency": 100},
+           "ia3": {"matrices": "k,v,down"}, "ln_tuning": {}, "bitfit": {}}
+PEFT_METHODS = ("vera", "fourierft", "ia3", "ln_tuning", "bitfit")
+
+
+@pytest.fixture(scope="module")
+def zoo(tiny_model_dir, glue_dir, tmp_path_factory):
+    from sweeps.run import run_sweep
+    from sweeps.spec import parse_spec
+
+    work = tmp_path_factory.mktemp("zoo")
+    values = {"name": "zoo", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 1,
+              "seeds": [0, 1],
+              "trial": {"max_length": MAX_LENGTH, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
+              "methods": {method: {"layers": "last:1", "matrices": "q,v", **space} for method, space in METHODS.items()},
+              "search": {"concurrency": 2}, "resources": {"cpus": 1},
+              "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results")}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        summary = run_sweep(parse_spec(values), values, pareto_dir=work / "pareto")
+    finally:
+        os.chdir(cwd)
+        ray.shutdown()
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{work}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("zoo").experiment_id], "tags.`qrlora.role` = 'trial'")
+    return work, summary, runs
+
+
+def test_every_method_records_its_own_fields_and_counts(zoo):
+    _, _, runs = zoo
+    assert sorted((run.data.params["method"], run.data.params["seed"]) for run in runs) == \
+        sorted((method, seed) for method in METHODS for seed in ("0", "1"))
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert "tau" not in params if params["method"] != "qrlora" else params["tau"] == "0.5"
+        assert ("vera_rank" in params) == (params["method"] == "vera")
+        assert 0 < metrics["adapter_params"] < metrics["trainable_params"] < metrics["base_params"]
+    vera = next(run for run in runs if run.data.params["method"] == "vera")
+    # VeRA on Wq, Wv (32 x 32) of one layer: d (rank 16) and b (32 outputs) per weight; projections frozen
+    assert vera.data.metrics["adapter_params"] == 2 * (16 + 32)
+
+
+def test_report_pareto_and_claims_handle_every_method(zoo, tmp_path):
+    work, summary, _ = zoo
+    uri = f"sqlite:///{work}/mlflow.db"
+    assert main(["report", "--experiment", "zoo", "--out", str(tmp_path / "report"), "--tracking-uri", uri]) == 0
+    with open(tmp_path / "report" / "table.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in rows} >= set(METHODS)
+    assert all(row["n"] == "2" for row in rows if row["method"] in METHODS)
+    front_methods = {row["method"] for row in summary["fronts"]["sst2/48"]["front"]}
+    with open(work / "pareto" / "pareto.csv") as handle:
+        header = next(csv.reader(handle))
+    assert ("vera_rank" in header) == ("vera" in front_methods) and "lr" in header
+    claims = {"claims": [{"name": "VeRA at least matches (IA)3", "task": "sst2", "a": {"method": "vera"},
+                          "b": {"method": "ia3"}, "relation": ">=", "margin": 0.0}]}
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims))
+    assert main(["claims", "--experiment", "zoo", "--claims", str(tmp_path / "claims.yaml"),
+                 "--out", str(tmp_path / "claims"), "--tracking-uri", uri]) == 0
+    with open(tmp_path / "claims" / "claims.csv") as handle:
+        (claim,) = list(csv.DictReader(handle))
+    assert claim["n_seeds"] == "2" and claim["verdict"] in ("holds", "fails", "inconclusive")
+
+
+@pytest.mark.parametrize("method", PEFT_METHODS)
+def test_each_peft_method_exports_a_folder_peft_reloads_to_the_recorded_score(zoo, tiny_model_dir, glue_dir,
+                                                                                 tmp_path, method):
+    work, _, runs = zoo
+    run = next(run for run in runs if run.data.params["method"] == method)
+    out = tmp_path / "adapter"
+    assert main(["export", run.info.run_id, "--out", str(out), "--tracking-uri", f"sqlite:///{work}/mlflow.db"]) == 0
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    model = peft.PeftModel.from_pretrained(base, str(out))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+    assert main(["export", run.info.run_id, "--out", str(tmp_path / "lora"), "--format", "lora",
+                 "--tracking-uri", f"sqlite:///{work}/mlflow.db"]) == 2  # LoRA factors: QR-LoRA's only
