@@ -368,3 +368,21 @@ def test_basis_claims_select_configurations_the_basis_study_runs():
         assert claim.task in spec["tasks"], claim.name
         for selector in (claim.a, claim.b):
             assert (selector["basis"], selector["matrices"], selector["rank"]) in grid, claim.name
+
+
+def test_zoo_claims_each_select_one_configuration_of_the_zoo_grids():
+    """Every selector of sweeps/zoo_claims.yaml matches exactly one configuration (seeds aside) of the
+    cold and warm zoo grids together, and each task and protocol has its three comparisons."""
+    from sweeps.claims import _same
+    from sweeps.spec import load_spec
+
+    claims = read_claims(ROOT / "sweeps" / "zoo_claims.yaml")
+    assert len(claims) == 18
+    for claim in claims:
+        configs = {tuple(sorted((key, str(value)) for key, value in config.items() if key != "seed"))
+                   for name in ("zoo_minilm.yaml", "zoo_minilm_warm.yaml")
+                   for config in load_spec(ROOT / "sweeps" / name).grid(claim.task)}
+        for selector in (claim.a, claim.b):
+            matched = [config for config in configs
+                       if all(_same(dict(config).get(key), value) for key, value in selector.items())]
+            assert len(matched) == 1, (claim.name, selector, len(matched))
