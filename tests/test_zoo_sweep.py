@@ -27,7 +27,7 @@ def zoo(tiny_model_dir, glue_dir, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("zoo")
     values = {"name": "zoo", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 1,
-              "seeds": [0, 1],
+              "seeds": [0],
               "trial": {"max_length": MAX_LENGTH, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
               "methods": {method: {"layers": "last:1", "matrices": "q,v", **space} for method, space in METHODS.items()},
               "search": {"concurrency": 2}, "resources": {"cpus": 1},
@@ -49,8 +49,7 @@ def zoo(tiny_model_dir, glue_dir, tmp_path_factory):
 
 def test_every_method_records_its_own_fields_and_counts(zoo):
     _, _, runs = zoo
-    assert sorted((run.data.params["method"], run.data.params["seed"]) for run in runs) == \
-        sorted((method, seed) for method in METHODS for seed in ("0", "1"))
+    assert sorted(run.data.params["method"] for run in runs) == sorted(METHODS)
     for run in runs:
         params, metrics = run.data.params, run.data.metrics
         assert run.info.status == "FINISHED"
@@ -69,7 +68,7 @@ def test_report_pareto_and_claims_handle_every_method(zoo, tmp_path):
     with open(tmp_path / "report" / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["method"] for row in rows} >= set(METHODS)
-    assert all(row["n"] == "2" for row in rows if row["method"] in METHODS)
+    assert all(row["n"] == "1" for row in rows if row["method"] in METHODS)
     front_methods = {row["method"] for row in summary["fronts"]["sst2/48"]["front"]}
     with open(work / "pareto" / "pareto.csv") as handle:
         header = next(csv.reader(handle))
@@ -81,7 +80,9 @@ def test_report_pareto_and_claims_handle_every_method(zoo, tmp_path):
                  "--out", str(tmp_path / "claims"), "--tracking-uri", uri]) == 0
     with open(tmp_path / "claims" / "claims.csv") as handle:
         (claim,) = list(csv.DictReader(handle))
-    assert claim["n_seeds"] == "2" and claim["verdict"] in ("holds", "fails", "inconclusive")
+    # one seed: the interval comes from resampling dev examples (paired), so a verdict is still tested
+    assert claim["n_seeds"] == "1" and claim["verdict"] in ("holds", "fails", "inconclusive")
+    assert float(claim["ci_low"]) <= float(claim["effect"]) <= float(claim["ci_high"])
 
 
 @pytest.mark.parametrize("method", PEFT_METHODS)
