@@ -63,7 +63,8 @@ def apply_method(model: nn.Module, config: MethodConfig,
     elif isinstance(config, PeftTunerConfig):
         model, modules = _inject_peft(model, config)
     else:
-        raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, PeftTunerConfig, FullFinetuneConfig, "
+        raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, PeftTunerConfig, "
+                        f"FullFinetuneConfig, "
                         f"got {type(config).__name__}")
     return model, _report(model, config, total_before, modules)
 
@@ -116,7 +117,8 @@ def _with_head(peft_model: peft.PeftModel, config: TargetConfig) -> peft.PeftMod
     return peft_model
 
 
-def _report(model: nn.Module, config: MethodConfig, total_before: int, modules: dict[str, ModuleReport]) -> AdapterReport:
+def _report(model: nn.Module, config: MethodConfig, total_before: int,
+            modules: dict[str, ModuleReport]) -> AdapterReport:
     trainable = {name: param.numel() for name, param in model.named_parameters() if param.requires_grad}
     head_prefixes = tuple(f"{name}." for name in head_module_names(unwrap(model)))
     adapter = sum(count for name, count in trainable.items()

@@ -1,8 +1,9 @@
 """The method registry (`base`): one module per method. A new method is a module here, imported below."""
-from .base import METHODS, TARGET_FIELDS, Method, check_number, front_columns, get_method, method_fields, register, type_name
+from .base import (METHODS, TARGET_FIELDS, Method, check_number, front_columns, get_method, method_fields, register,
+                   type_name)
 # each registers itself; this order is the registry's (error messages, front columns)
-from . import (qrlora, lora, full, vera, fourierft, vblora, ia3, ln_tuning, bitfit, tinylora, unilora,  # noqa: F401,E402
-               c3a, peft_tuner)
+from . import (qrlora, lora, full, vera, fourierft, vblora, ia3, ln_tuning, bitfit, tinylora,  # noqa: F401,E402
+               unilora, c3a, peft_tuner)
 
 __all__ = ["METHODS", "TARGET_FIELDS", "Method", "check_number", "front_columns", "get_method", "method_fields",
            "register", "type_name"]

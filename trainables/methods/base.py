@@ -72,7 +72,8 @@ class Method:
 
     def space_fields(self) -> set[str]:
         """What a spec's search space for the method may set."""
-        return {field.name for field in fields(self.fields)} | (set(TARGET_FIELDS) if self.targeted else set()) | {"lr", "head_lr"}
+        own = {field.name for field in fields(self.fields)}
+        return own | (set(TARGET_FIELDS) if self.targeted else set()) | {"lr", "head_lr"}
 
     def prepare(self, model: nn.Module, config: TrialConfig, directory: Path) -> None:
         """Before training, with the adapter applied: anything saving will need later."""
