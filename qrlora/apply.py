@@ -64,8 +64,7 @@ def apply_method(model: nn.Module, config: MethodConfig,
         model, modules = _inject_peft(model, config)
     else:
         raise TypeError(f"config: expected one of QRLoRAConfig, LoRAConfig, SVDLoRAConfig, PeftTunerConfig, "
-                        f"FullFinetuneConfig, "
-                        f"got {type(config).__name__}")
+                        f"FullFinetuneConfig, got {type(config).__name__}")
     return model, _report(model, config, total_before, modules)
 
 
