@@ -48,9 +48,10 @@ class AdapterReport:
 
 def apply_method(model: nn.Module, config: MethodConfig,
                  basis_cache: BasisCache | None = None) -> tuple[nn.Module, AdapterReport]:
-    """Apply QR-LoRA, LoRA, SVD-LoRA or full fine-tuning; returns the model to train and its report.
+    """Apply QR-LoRA, LoRA, SVD-LoRA, a PEFT tuner or full fine-tuning; returns the model to train and its
+    report.
 
-    QR-LoRA and full fine-tuning change `model` in place; LoRA and SVD-LoRA wrap it in a PeftModel.
+    QR-LoRA and full fine-tuning change `model` in place; the PEFT methods wrap it in a PeftModel.
     """
     total_before = sum(param.numel() for param in model.parameters())
     if isinstance(config, FullFinetuneConfig):
