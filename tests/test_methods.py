@@ -88,14 +88,18 @@ print(json.dumps(result, default=str))
 '''
 
 
-def test_the_registry_holds_the_four_methods_in_order():
-    assert list(METHODS) == ["qrlora", "lora", "svd_lora", "full"]
-    with pytest.raises(ValueError, match=r"^method: unknown 'dora'; choose one of qrlora, lora, svd_lora, full$"):
+def test_the_registry_holds_the_methods_in_order():
+    assert list(METHODS) == ["qrlora", "lora", "svd_lora", "full", "vera", "fourierft", "vblora", "ia3", "ln_tuning",
+                             "bitfit", "tinylora", "unilora", "c3a", "peft"]
+    with pytest.raises(ValueError, match=r"^method: unknown 'dora'; choose one of qrlora, lora, svd_lora, full, vera, "
+                                         r"fourierft, vblora, ia3, ln_tuning, bitfit, tinylora, unilora, c3a, peft$"):
         get_method("dora")
-    assert {name: sorted(method.space_fields()) for name, method in METHODS.items()} == {
+    assert {name: sorted(method.space_fields()) for name, method in METHODS.items() if name in
+            ("qrlora", "lora", "svd_lora", "full")} == {
         "qrlora": ["basis", "head_lr", "layers", "lr", "matrices", "rank", "rank_rule", "tau", "train_head"],
-        "lora": ["alpha", "head_lr", "layers", "lora_dropout", "lr", "matrices", "rank", "train_head"],
-        "svd_lora": ["alpha", "head_lr", "layers", "lora_dropout", "lr", "matrices", "rank", "train_head"],
+        "lora": ["alpha", "dora", "head_lr", "layers", "lora_dropout", "lr", "matrices", "rank", "rslora", "train_head"],
+        "svd_lora": ["alpha", "dora", "head_lr", "layers", "lora_dropout", "lr", "matrices", "rank", "rslora",
+                     "train_head"],
         "full": ["head_lr", "lr"]}
 
 

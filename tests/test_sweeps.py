@@ -57,7 +57,7 @@ def with_change(path: str, value):
     ("methods.qrlora.rank_rule", "svd", "methods.qrlora.rank_rule: unknown 'svd'; choose one of relative, energy, rank"),
     ("methods.qrlora.basis", ["qr", "pca"], "methods.qrlora.basis: unknown 'pca'; choose one of qr, qr_nopivot, svd, random"),
     ("methods.qrlora.matrices", ["q", "w"], "methods.qrlora.matrices: ['w'] not allowed; choose from q, k, v, o, gate, up, down"),
-    ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, head_lr, layers, lora_dropout"),
+    ("methods.lora", {"tau": 0.5}, "methods.lora.tau: not a lora field; allowed: alpha, dora, head_lr, layers, lora_dropout"),
     ("methods.qrlora.lr", {"low": 0.1, "high": 0.2}, "methods.qrlora.lr: ranges need search.algorithm optuna"),
     ("search.algorithm", "bayes", "search.algorithm: unknown 'bayes'; allowed: grid, optuna, random"),
     ("search.samples", 3, "search.samples: a grid runs every configuration once per seed, so repeats are seeds: "

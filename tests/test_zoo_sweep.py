@@ -68,7 +68,8 @@ def test_report_pareto_and_claims_handle_every_method(zoo, tmp_path):
     with open(tmp_path / "report" / "table.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["method"] for row in rows} >= set(METHODS)
-    assert all(row["n"] == "1" for row in rows if row["method"] in METHODS)
+    assert all(row["SST-2 n"] == "1" for row in rows)
+    assert next(row for row in rows if row["method"] == "ln_tuning")["matrices"] == ""  # norms, not matrices
     front_methods = {row["method"] for row in summary["fronts"]["sst2/48"]["front"]}
     with open(work / "pareto" / "pareto.csv") as handle:
         header = next(csv.reader(handle))

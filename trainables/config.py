@@ -146,8 +146,7 @@ class _TrialConfig:
             common.append("holdout_size")
         if self.warmup_epochs:
             common.append("warmup_lr")
-        if method.targeted:
-            common += list(TARGET_FIELDS)
+        common += list(method.target_fields)
         return {name: getattr(self, name) for name in common + method.recorded(self)}
 
     @property

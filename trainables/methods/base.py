@@ -48,7 +48,8 @@ class Method:
     lr: ClassVar[float]  # default learning rate (measured grid, README)
     # default rate of the task head, for cold and warm-started trials; None: the head trains at `lr`
     head_lr: ClassVar[dict[str, float] | None] = None
-    targeted: ClassVar[bool] = True  # adapts the weights chosen by `layers` x `matrices`
+    # the TrialConfig fields that choose what it adapts (recorded, searchable); () for full fine-tuning
+    target_fields: ClassVar[tuple[str, ...]] = TARGET_FIELDS
     adds_params: ClassVar[bool] = True  # its trainable parameters are new ones, beside the model's own
     columns: ClassVar[tuple[str, ...]] = ()  # the fields a front's table shows for it
     row_order: ClassVar[int] = 50  # place in report tables (the paper's: full, LoRA, SVD-LoRA, QR-LoRA)
@@ -73,7 +74,12 @@ class Method:
     def space_fields(self) -> set[str]:
         """What a spec's search space for the method may set."""
         own = {field.name for field in fields(self.fields)}
-        return own | (set(TARGET_FIELDS) if self.targeted else set()) | {"lr", "head_lr"}
+        return own | set(self.target_fields) | {"lr", "head_lr"}
+
+    @property
+    def targeted(self) -> bool:
+        """Adapts chosen weights of the model (its targets are checked against the model before Ray starts)."""
+        return bool(self.target_fields)
 
     def prepare(self, model: nn.Module, config: TrialConfig, directory: Path) -> None:
         """Before training, with the adapter applied: anything saving will need later."""

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class Full(Method):
     name = "full"
     lr = 5e-5
-    targeted = False
+    target_fields = ()
     adds_params = False
     row_order = 0
     export_sources = {"peft": "model", "lora": "model"}  # the whole model, when the trial kept it

@@ -9,6 +9,7 @@ from .peft_tuner import PeftTuner
 class LNTuning(PeftTuner):
     name, tuner = "ln_tuning", "LNTuningConfig"
     norms = True
+    target_fields = ("layers", "train_head")
     lr = 1e-3
     head_lr = {"cold": 1e-2, "warm": 1e-3}
     columns = ("layers",)

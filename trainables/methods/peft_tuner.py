@@ -1,5 +1,5 @@
 """PEFT's own tuners as methods: a module per tuner subclasses `PeftTuner`, naming PEFT's config class
-and mapping its fields; `peft` runs any tuner by its config class name, without code.
+and mapping its fields (`any_peft`: any tuner by its config class name, without code).
 
 Every tuner here adapts the weights chosen by `layers` x `matrices` through PEFT's implementation and
 saves a standard PEFT adapter (task head as modules_to_save) that `PeftModel.from_pretrained` loads.
@@ -7,13 +7,12 @@ Default rates are the tuner's paper's (RoBERTa-base, GLUE) until a grid here mea
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from qrlora.config import PeftTunerConfig
 
-from .base import Method, check_number, register, type_name
+from .base import Method, check_number, type_name
 
 if TYPE_CHECKING:
     from ..config import TrialConfig
@@ -42,39 +41,3 @@ class PeftTuner(Method):
         return PeftTunerConfig(tuner=self.tuner, options=self.options(config), module_options=self.module_options,
                                norms=self.norms, name=self.name, layers=config.layers, matrices=config.matrices,
                                train_head=config.train_head)
-
-
-@dataclass
-class PeftFields:
-    peft_type: str = "LoraConfig"  # any PEFT config class that takes target modules
-    # its fields as a JSON object, '{"r": 8}': one string, so grids, Optuna choices and records take it whole
-    peft_options: str = "{}"
-
-
-class GenericPeft(PeftTuner):
-    """Any PEFT tuner without code: `peft_type: VeraConfig`, `peft_options: '{"r": 8}'`."""
-
-    name, fields = "peft", PeftFields
-    lr = 1e-2
-    head_lr = {"cold": 1e-2, "warm": 1e-3}
-    columns = ("peft_type", "layers", "matrices")
-
-    def build(self, config: TrialConfig) -> PeftTunerConfig:
-        try:
-            options = json.loads(config.peft_options)
-        except (TypeError, json.JSONDecodeError):
-            options = None
-        if not isinstance(options, dict):
-            raise ValueError(f"peft_options: must be a JSON object of {config.peft_type} fields such as "
-                             f"'{{\"r\": 8}}', got {config.peft_options!r}")
-        try:
-            return PeftTunerConfig(tuner=config.peft_type, options=options,
-                                   name=config.peft_type, layers=config.layers, matrices=config.matrices,
-                                   train_head=config.train_head)
-        except ValueError as error:  # name this method's fields in the message
-            message = str(error)
-            raise ValueError(message.replace("tuner:", "peft_type:", 1) if message.startswith("tuner:")
-                             else message.replace("options", "peft_options", 1)) from None
-
-
-register(GenericPeft())
