@@ -15,8 +15,10 @@ from sweeps.cli import main
 from test_records import plain_accuracy
 
 MAX_LENGTH = 32
-METHODS = {"qrlora": {"tau": 0.5}, "vera": {"vera_rank": 16}, "fourierft": {"fourierft_n_frequency": 100},
-           "ia3": {"matrices": "k,v,down"}, "ln_tuning": {}, "bitfit": {}}
+TARGETS = {"layers": "last:1", "matrices": "q,v"}
+METHODS = {"qrlora": {**TARGETS, "tau": 0.5}, "vera": {**TARGETS, "vera_rank": 16},
+           "fourierft": {**TARGETS, "fourierft_n_frequency": 100}, "ia3": {**TARGETS, "matrices": "k,v,down"},
+           "ln_tuning": {"layers": "last:1"}, "bitfit": TARGETS}
 PEFT_METHODS = ("vera", "fourierft", "ia3", "ln_tuning", "bitfit")
 
 
@@ -29,7 +31,7 @@ def zoo(tiny_model_dir, glue_dir, tmp_path_factory):
     values = {"name": "zoo", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [48], "epochs": 1,
               "seeds": [0],
               "trial": {"max_length": MAX_LENGTH, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir)},
-              "methods": {method: {"layers": "last:1", "matrices": "q,v", **space} for method, space in METHODS.items()},
+              "methods": METHODS,
               "search": {"concurrency": 2}, "resources": {"cpus": 1},
               "tracking_uri": f"sqlite:///{work}/mlflow.db", "storage_path": str(work / "results")}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -69,7 +71,7 @@ def test_report_pareto_and_claims_handle_every_method(zoo, tmp_path):
         rows = list(csv.DictReader(handle))
     assert {row["method"] for row in rows} >= set(METHODS)
     assert all(row["SST-2 n"] == "1" for row in rows)
-    assert next(row for row in rows if row["method"] == "ln_tuning")["matrices"] == ""  # norms, not matrices
+    assert next(row for row in rows if row["method"] == "ln_tuning")["matrices"] == "-"  # norms, not matrices
     front_methods = {row["method"] for row in summary["fronts"]["sst2/48"]["front"]}
     with open(work / "pareto" / "pareto.csv") as handle:
         header = next(csv.reader(handle))
@@ -97,5 +99,7 @@ def test_each_peft_method_exports_a_folder_peft_reloads_to_the_recorded_score(zo
     model = peft.PeftModel.from_pretrained(base, str(out))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
-    assert main(["export", run.info.run_id, "--out", str(tmp_path / "lora"), "--format", "lora",
-                 "--tracking-uri", f"sqlite:///{work}/mlflow.db"]) == 2  # LoRA factors: QR-LoRA's only
+    with pytest.raises(SystemExit) as refused:  # LoRA factors are QR-LoRA's alone
+        main(["export", run.info.run_id, "--out", str(tmp_path / "lora"), "--format", "lora",
+              "--tracking-uri", f"sqlite:///{work}/mlflow.db"])
+    assert refused.value.code == 2 and not (tmp_path / "lora").exists()
