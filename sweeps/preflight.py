@@ -14,7 +14,7 @@ from trainables.config import TrialConfig
 from trainables.glue import get_task, holdout_rows, load_split
 
 from .spec import SweepSpec
-from .target_sets import target_problems
+from .target_sets import target_problems, tuner_problems
 
 
 def preflight(spec: SweepSpec, tracking_uri: str, cluster: dict[str, float] | None = None) -> list[str]:
@@ -23,7 +23,9 @@ def preflight(spec: SweepSpec, tracking_uri: str, cluster: dict[str, float] | No
     cache_dir = Path(_cache_dir(spec))
     model_problems = _model(spec.model, cache_dir)
     # Each method's layers x matrices choices against the model (only once the model loads).
-    problems = [*model_problems, *([] if model_problems else target_problems(spec, cache_dir)), *_data(spec),
+    targets = [] if model_problems else target_problems(spec, cache_dir)
+    problems = [*model_problems, *targets, *([] if model_problems or targets else tuner_problems(spec, cache_dir)),
+                *_data(spec),
                 *_tracking(tracking_uri),
                 *_storage("storage_path", spec.storage_path),
                 *_writable_path("trial.cache_dir", str(cache_dir))]

@@ -256,10 +256,10 @@ def _validate_trial(spec: SweepSpec, path: str, values: dict[str, Any]) -> None:
     try:
         TrialConfig.from_dict(config)
     except (TypeError, ValueError) as error:
-        field_name, _, message = str(error).partition(": ")
+        field_name, _, message = str(error).partition(": ")  # field_name may go deeper: peft_options.rank
         if path == "trial" and field_name in spec.trial:
             path = f"trial.{field_name}"
-        elif not message or field_name not in TrialConfig.__dataclass_fields__:
+        elif not message or field_name.split(".")[0] not in TrialConfig.__dataclass_fields__:
             message = str(error)
         elif field_name in ("epochs", "warmup_epochs", "model", "selection", "holdout_size"):
             path = field_name

@@ -50,6 +50,45 @@ def target_problems(spec: SweepSpec, cache_dir: Path | None = None) -> list[str]
     return list(problems.values())
 
 
+def tuner_problems(spec: SweepSpec, cache_dir: Path | None = None) -> list[str]:
+    """One line per PEFT tuner method of a grid whose settings PEFT refuses on this model (a C3A block that
+    does not divide a weight's side, a VB-LoRA vector length that does not divide it, more FourierFT
+    frequencies than entries), found by applying each distinct setting to the model on the meta device
+    (no weights, no memory) before Ray starts. Optuna and random searches sample their settings later."""
+    from trainables.methods.peft_tuner import PeftTuner
+
+    tuners = [method for method in spec.methods if isinstance(METHODS[method], PeftTuner)]
+    if not tuners or spec.search.algorithm != "grid":
+        return []
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from qrlora import apply_method
+    from trainables.models import resolve_model
+
+    model_config = AutoConfig.from_pretrained(resolve_model(spec.model, cache_dir))
+    problems: dict[str, str] = {}
+    seen = set()
+    for config in spec.grid(spec.tasks[0]):
+        trial = TrialConfig.from_dict(config)
+        if trial.method not in tuners or f"methods.{trial.method}" in problems:
+            continue
+        fields = {name: value for name, value in trial.method_params().items()
+                  if name in METHODS[trial.method].space_fields() - {"lr", "head_lr"}}
+        if (trial.method, *fields.items()) in seen:
+            continue
+        seen.add((trial.method, *fields.items()))
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(model_config)
+        try:
+            apply_method(model, trial.method_config())
+        except (ValueError, TypeError) as error:
+            settings = ", ".join(f"{name}={value}" for name, value in fields.items())
+            problems[f"methods.{trial.method}"] = (f"methods.{trial.method}: PEFT refuses {settings} on model "
+                                                  f"{spec.model}: {error}")
+    return list(problems.values())
+
+
 def target_choices(spec: SweepSpec, method: str) -> Iterator[dict[str, tuple[str, Any]]]:
     """Every combination of `method`'s layers and matrices choices, per variant: for each target field,
     (the spec path it comes from, its value). A list gives each item, a range its two end points (the
