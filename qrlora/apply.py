@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import peft
+from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from .basis import BasisCache, default_cache, select_rank
@@ -140,9 +141,12 @@ def _strip_peft_prefix(name: str) -> str:
 def merge(model: nn.Module) -> nn.Module:
     """Fold every update into its base weight and return a plain transformers model."""
     if isinstance(model, peft.PeftModel):
-        return model.merge_and_unload()
+        model = model.merge_and_unload()
     for name, module in list(model.named_modules()):
+        parent_name, _, child_name = name.rpartition(".")
         if isinstance(module, QRLoRALinear):
-            parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, module.merged())
+        elif isinstance(module, ModulesToSaveWrapper):  # PEFT 0.21's LN tuning unloads without unwrapping the head
+            setattr(model.get_submodule(parent_name), child_name, module.unload_and_optionally_merge_module(
+                merge=True, safe_merge=False, adapter_names=None))
     return model

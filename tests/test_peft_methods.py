@@ -134,3 +134,23 @@ def test_records_of_existing_methods_unchanged_by_the_new_fields():
     assert TrialConfig(method="lora", dora=True).method_params()["dora"] is True
     assert not {"vera_rank", "dora", "peft_type"} & set(TrialConfig(method="qrlora").params())
     assert set(TrialConfig(method="vera").method_params()) >= {"vera_rank", "layers", "matrices"}
+
+
+@pytest.mark.parametrize("key", sorted(METHODS))
+def test_merge_folds_every_tuner_into_a_plain_model(key):
+    """`qrlora.merge` (what `export --merged` saves): the same logits from a plain transformers model, head
+    included (PEFT 0.21's LN tuning leaves its head wrapped; merge unwraps it). Tiny BERT: its weights have
+    biases, so BEFT merges too (on bias-free Llama weights PEFT cannot merge it)."""
+    from qrlora import merge
+
+    model, _ = adapted(key, "bert")
+    model.train()
+    optimizer = torch.optim.SGD([param for param in model.parameters() if param.requires_grad], lr=0.1)
+    model(**tiny_inputs()).logits.square().sum().backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        trained = model(**tiny_inputs()).logits
+        merged = merge(model).eval()
+        torch.testing.assert_close(merged(**tiny_inputs()).logits, trained, rtol=0, atol=1e-5)
+    assert set(merged.state_dict()) == set(tiny_model("bert").state_dict())

@@ -99,6 +99,13 @@ def test_each_peft_method_exports_a_folder_peft_reloads_to_the_recorded_score(zo
     model = peft.PeftModel.from_pretrained(base, str(out))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert plain_accuracy(model, tokenizer, MAX_LENGTH, glue_dir) == run.data.metrics["score"]
+    merged = tmp_path / "merged"  # PEFT folds the adapter in: one plain transformers model
+    assert main(["export", run.info.run_id, "--out", str(merged), "--merged",
+                 "--tracking-uri", f"sqlite:///{work}/mlflow.db"]) == 0
+    plain = AutoModelForSequenceClassification.from_pretrained(str(merged))
+    assert not any(part in name for name, _ in plain.named_parameters() for part in ("base_layer", "modules_to_save"))
+    assert plain_accuracy(plain, AutoTokenizer.from_pretrained(str(merged)), MAX_LENGTH, glue_dir) == \
+        run.data.metrics["score"]
     with pytest.raises(SystemExit) as refused:  # LoRA factors are QR-LoRA's alone
         main(["export", run.info.run_id, "--out", str(tmp_path / "lora"), "--format", "lora",
               "--tracking-uri", f"sqlite:///{work}/mlflow.db"])
