@@ -61,6 +61,13 @@ def result_rows(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
 
 
+def reported_rows(work: Path) -> list[dict]:
+    """Every epoch Ray has reported so far in the outage test's experiment (none before its folders exist)."""
+    results = work / "results" / "outage-sst2"
+    return [row for folder in (results.iterdir() if results.is_dir() else []) if (folder / "result.json").is_file()
+            for row in result_rows(folder)]
+
+
 @pytest.mark.slow
 def test_driver_killed_mid_sweep_resumes_into_the_same_runs(tmp_path, tiny_model_dir, glue_dir):
     """SIGKILL the driver with one trial finished and one mid-way, then `resume`: one parent, one FINISHED
@@ -169,8 +176,8 @@ def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, tiny_mod
 
 @pytest.mark.slow
 def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_dir, glue_dir):
-    """Stop the MLflow server after the first epoch and start it again 8 s later: the trials keep
-    training meanwhile (Ray reports epochs during the outage), and every record arrives afterwards."""
+    """Stop the MLflow server after the first epoch and start it again once Ray has reported another: the
+    trials keep training meanwhile, and every record arrives afterwards."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
@@ -186,7 +193,11 @@ def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_d
         server.terminate()
         server.wait(timeout=30)
         down_at = time.time()
-        time.sleep(8)  # two more epochs of 4 s each
+        # the server stays down until Ray has reported an epoch (not for a fixed time: a loaded machine
+        # trains more slowly); Ray's timestamps are whole seconds, hence the second before up_at
+        wait_until(lambda: any(row["timestamp"] > down_at for row in reported_rows(tmp_path)), 300,
+                   "an epoch reported during the outage", driver)
+        time.sleep(1)
         up_at = time.time()
         server = start_mlflow_server(tmp_path, port)
         assert driver.wait(timeout=600) == 0
@@ -196,9 +207,7 @@ def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_d
         driver.kill()
         server.terminate()
         server.wait(timeout=30)
-    reported = [row for folder in (tmp_path / "results" / "outage-sst2").iterdir() if folder.is_dir()
-                for row in result_rows(folder)]
-    assert any(down_at < row["timestamp"] < up_at for row in reported)  # trained through the outage
+    assert any(down_at < row["timestamp"] < up_at for row in reported_rows(tmp_path))  # trained through the outage
     assert len(trials) == 2
     for run in trials:
         assert run.info.status == "FINISHED"
