@@ -24,6 +24,7 @@ from .reconcile import reconcile
 from .schedulers import MOASHAScheduler, ResumableASHAScheduler
 from .space import DefineByRun, trial_config
 from .spec import SweepSpec
+from .prepass import run_prepass
 from .studies import StudySpaceError, record_space, space_conflict, space_digest
 from .tracking import SweepLaunch, TrialRecorder, runs_url, start_launch, tracking_uri
 
@@ -164,7 +165,7 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
     if address is None and (problems := resource_problems(spec, ray.cluster_resources())):
         raise SweepError(problems[0])  # a remote cluster may autoscale from zero: only a local Ray's size is final
     launch = start_launch(uri, spec.name, spec_values, resume=resume)
-    failed = True
+    failed, shared_work = True, {}
     try:
         for experiment in experiments(spec):
             path = f"{storage_root(spec)}/{experiment.name}"
@@ -174,6 +175,8 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
                 tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
             else:
                 tuner = build_tuner(spec, experiment, launch)
+            if spec.prepass:
+                shared_work[experiment.name] = dict(run_prepass(spec, experiment))
             results = tuner.fit()
             if spec.search.algorithm != "grid":
                 fail_stale_trials(spec.search.storage, experiment.name)
@@ -187,7 +190,7 @@ def run_sweep(spec: SweepSpec, spec_values: dict[str, Any], address: str | None 
         summary = export_pareto(spec.name, pareto_dir or Path("pareto") / spec.name, tracking_uri=uri)
     except NoFrontError as error:  # every trial diverged: data about the trials, not a failure of the sweep
         summary = {"fronts": {}, "x": "trainable_params", "no_front": str(error)}
-    return {**summary, "runs_url": runs_url(uri, spec.name)}
+    return {**summary, "runs_url": runs_url(uri, spec.name), "shared_work": shared_work}
 
 
 class SweepError(RuntimeError):

@@ -18,7 +18,8 @@ SCHEDULERS = ("none", "asha", "mo_asha")
 OBJECTIVES = {"score": "max", "trainable_params": "min", "adapter_params": "min"}
 VARIANTS = "variants"  # a list of joint settings, e.g. [{layers: last:4, matrices: q}, {layers: all, matrices: o}]
 SPEC_KEYS = ("name", "tasks", "model", "methods", "train_sizes", "seeds", "epochs", "warmup_epochs", "selection",
-             "holdout_size", "trial", "search", "scheduler", "objectives", "resources", "tracking_uri", "storage_path")
+             "holdout_size", "trial", "search", "scheduler", "objectives", "resources", "tracking_uri", "storage_path",
+             "prepass")
 # The result key each objective is judged on while the sweep runs (Optuna, asha, mo_asha): the score on the
 # selection split (dev, or the holdout fold), never the reported dev score when a holdout selects.
 RESULT_KEYS = {"score": "selection_score"}
@@ -65,6 +66,8 @@ class SweepSpec:
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1.0, "gpus": 0.0})
     tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
     storage_path: str = "ray_results"  # local path or s3://...: Ray Tune results and checkpoints
+    # warm-ups and prefix states computed before the trials, with every core of a node (sweeps/prepass.py)
+    prepass: bool = True
 
     @property
     def modes(self) -> list[str]:
@@ -169,7 +172,9 @@ def parse_spec(values: dict[str, Any]) -> SweepSpec:
     spec = SweepSpec(name=values["name"], tasks=tasks, methods=methods, search=search, scheduler=scheduler,
                      **{key: values[key] for key in ("model", "train_sizes", "seeds", "epochs", "warmup_epochs",
                                                      "selection", "holdout_size", "trial", "objectives", "resources", "tracking_uri",
-                                                     "storage_path") if key in values})
+                                                     "storage_path", "prepass") if key in values})
+    if not isinstance(spec.prepass, bool):
+        _fail("prepass", f"must be true or false, got {spec.prepass!r}")
     _check_names("search.algorithm", search.algorithm, ALGORITHMS)
     _check_names("scheduler.name", scheduler.name, SCHEDULERS)
     for key in ("samples", "concurrency"):

@@ -16,8 +16,8 @@ import transformers
 # pytest-xdist (`-n 2 --dist loadgroup`, the README's command) they run one after another on one worker,
 # as without it: two Ray instances would split two cores between their trials, and test_faults counts
 # Ray's worker processes on the machine. Every other module runs on either worker beside them.
-RAY_MODULES = {"test_conditions", "test_faults", "test_non_finite", "test_reconcile", "test_records", "test_report",
-               "test_resume", "test_s3_cluster", "test_study_links", "test_sweeps", "test_trial", "test_zoo_sweep"}
+RAY_MODULES = {"test_conditions", "test_faults", "test_non_finite", "test_prepass", "test_reconcile", "test_records",
+               "test_report", "test_resume", "test_s3_cluster", "test_study_links", "test_sweeps", "test_trial", "test_zoo_sweep"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

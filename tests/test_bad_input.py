@@ -61,6 +61,7 @@ SPEC_CASES = [
     ("epochs-0", {"epochs": 0}, "epochs: must be an integer >= 1, got 0"),
     ("train-size-0", {"train_sizes": [0]}, "train_sizes: must be an integer >= 1 or null (all), got 0"),
     ("resources-key", {"resources": {"tpus": 1}}, "resources: only cpus and gpus, each a number >= 0"),
+    ("prepass-type", {"prepass": "yes"}, "prepass: must be true or false, got 'yes'"),
     ("name", {"name": "my sweep"}, "name: must be letters, digits, '-' or '_', got 'my sweep'"),
     ("selection", {"selection": "test"}, "selection: unknown 'test'; choose one of dev, holdout"),
     ("holdout-size-with-dev", {"holdout_size": 100},

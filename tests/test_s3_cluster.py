@@ -120,7 +120,9 @@ def test_worker_node_killed_mid_trial_on_s3_storage(tmp_path, s3_server, glue_di
     work.mkdir()
     # The tiny BERT (a folder every node reads, as the faults tests use it), every layer trained, on 20,000
     # examples: epochs of about 4 s on one core, so the kill after epoch 1 lands two epochs before the end.
-    (work / "s3-cluster.yaml").write_text(yaml.safe_dump({
+    # No pre-pass: the trial computes the warm-up and uploads it, the node it moves to downloads it (the
+    # pre-pass would compute it first, through the same warmed_up: tests/test_prepass.py).
+    (work / "s3-cluster.yaml").write_text(yaml.safe_dump({"prepass": False,
         "name": "s3-cluster", "model": tiny_model_dir, "tasks": ["sst2"], "train_sizes": [20000], "epochs": 3,
         "warmup_epochs": 1, "resources": {"cpus": 1}, "trial": {"max_length": 32, "glue_dir": str(glue_dir)},
         "methods": {"qrlora": {"tau": 0.5, "layers": "all"}}, "search": {"algorithm": "grid"},

@@ -55,17 +55,7 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
     dev_splits = {name: split for name, split in eval_splits.items() if name != HOLDOUT}
 
     model = load_model(config.model, task.num_labels, config.seed, config.resolved_cache_dir())
-    warmup = None
-    if config.warmup_epochs:
-        def full_finetuning_warmup() -> None:
-            apply_method(model.to(device), FullFinetuneConfig())
-            for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr, config.warmup_lr,
-                           config.warmup_epochs, progress, "warm-up"):
-                pass
-
-        warmup = warmed_up(model, config, train_data, full_finetuning_warmup,
-                           lambda: evaluate(model.to(device), dev_splits, collate, config, device),
-                           dev_data={name: split.dataset for name, split in dev_splits.items()}, device=device)
+    warmup = warm_up(model, config, train_data, dev_splits, collate, device, progress) if config.warmup_epochs else None
     # One fixed point for every random draw of the method (LoRA's A, dropout): a warm-up loaded from the
     # cache and one just computed leave the same generator state behind.
     torch.manual_seed(config.seed)
@@ -113,6 +103,20 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
         if on_epoch:
             on_epoch(record, state)
     return record
+
+
+def warm_up(model, config: TrialConfig, train_data, dev_splits: dict[str, Split], collate, device,
+            progress: bool = False) -> Warmup:
+    """The paper's warm-up, in place: `config.warmup_epochs` of full fine-tuning, or its cached checkpoint."""
+    def full_finetuning_warmup() -> None:
+        apply_method(model.to(device), FullFinetuneConfig())
+        for _ in train(model, Split(train_data), collate, config, device, config.warmup_lr, config.warmup_lr,
+                       config.warmup_epochs, progress, "warm-up"):
+            pass
+
+    return warmed_up(model, config, train_data, full_finetuning_warmup,
+                     lambda: evaluate(model.to(device), dev_splits, collate, config, device),
+                     dev_data={name: split.dataset for name, split in dev_splits.items()}, device=device)
 
 
 def best_epoch(best: dict[str, Any] | None, epoch: int, selection_score: float,
