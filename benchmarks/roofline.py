@@ -1,0 +1,130 @@
+"""A CPU roofline per phase of a trial: how close each phase runs to the machine's own fp32 GEMM peak.
+
+The peak is a large `torch.mm` at the thread count given; each phase of a real trial (SST-2, the
+trial's own code from `trainables.train`) runs once under `torch.utils.flop_counter.FlopCounterMode`
+to count its FLOPs (matrix products and attention; the optimiser's element-wise work is not counted)
+and once timed. Phases: full fine-tuning (the warm-up's work), the frozen prefix's forward pass (the
+prefix states), training on cached states (layers >= L and the head), and evaluation. Target: every
+MiniLM phase at >= 60% of the peak, or the README says what bounds it.
+
+    python benchmarks/roofline.py --threads 1
+    python benchmarks/roofline.py --threads 2 --smollm2
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import DataCollatorWithPadding
+
+from common import parse, parser_with_data_options
+from qrlora import BasisCache, apply_method
+from trainables.config import TrialConfig
+from trainables.glue import get_task
+from trainables.models import load_model, load_tokenizer
+from trainables.prefix import compute_states, frozen_prefix
+from trainables.train import Split, batches, evaluate, prepare_data, train
+
+TARGET = 0.60  # fraction of the GEMM peak every MiniLM phase should reach
+# (model, method, its targets): the trials a QR-LoRA sweep runs most, and the baselines
+CASES = [("minilm", "full", {}),
+         ("minilm", "qrlora", {"layers": "last:4", "matrices": "q", "tau": 0.5}),
+         ("minilm", "lora", {"layers": "all", "matrices": "q,v", "rank": 2})]
+SMOLLM2_CASE = ("smollm2", "qrlora", {"layers": "last:2", "matrices": "q,v", "tau": 0.5})
+
+
+@dataclass
+class Phase:
+    case: str
+    name: str
+    flops: float
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+
+def gemm_peak(size: int = 2048, repeats: int = 20) -> float:
+    """GFLOP/s of an fp32 size x size matrix product at the current thread count (best of `repeats`)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best / 1e9
+
+
+def measured(case: str, name: str, work: Callable[[], object]) -> Phase:
+    """FLOPs from one counted run, seconds from a second, uncounted run of the same work."""
+    with FlopCounterMode(display=False) as counter:
+        work()
+    started = time.perf_counter()
+    work()
+    return Phase(case, name, float(counter.get_total_flops()), time.perf_counter() - started)
+
+
+def case_phases(args: argparse.Namespace, model_name: str, method: str, fields: dict) -> list[Phase]:
+    config = TrialConfig(task="sst2", model=model_name, method=method, train_size=args.train_size, epochs=1,
+                         glue_dir=args.glue_dir, **fields)
+    label = f"{model_name} {method} {fields.get('layers', '')} {fields.get('matrices', '')}".strip()
+    tokenizer = load_tokenizer(model_name)
+    train_data, eval_data = prepare_data(config, tokenizer)
+    collate = DataCollatorWithPadding(tokenizer)
+    torch.manual_seed(0)
+    model = load_model(model_name, get_task("sst2").num_labels, 0)
+    model, _ = apply_method(model, config.method_config(), BasisCache())
+    device = torch.device("cpu")
+    splits = {"train": Split(train_data), "validation": Split(eval_data["validation"])}
+    prefix = frozen_prefix(model)
+    phases = []
+    if prefix:
+        def prefix_states() -> None:
+            for split in splits.values():
+                lengths = [len(ids) for ids in split.dataset["input_ids"][:]]
+                split.states = compute_states(model, prefix, batches(Split(split.dataset), collate, config), device,
+                                              lengths)
+
+        phases.append(measured(label, f"prefix states (layers < {prefix.start}, train + dev)", prefix_states))
+    lr, head_lr = config.lr, config.head_lr
+
+    def one_epoch() -> None:
+        for _ in train(model, splits["train"], collate, config, device, lr, head_lr, 1, False, method,
+                       prefix=prefix):
+            pass
+
+    trained = "full fine-tuning (the warm-up's work)" if method == "full" else \
+        f"training (layers >= {prefix.start if prefix else 0} and head)"
+    phases.append(measured(label, trained + ", 1 epoch", one_epoch))
+    phases.append(measured(label, "evaluation (dev)",
+                           lambda: evaluate(model, {"validation": splits["validation"]}, collate, config, device,
+                                            prefix)))
+    return phases
+
+
+def main() -> None:
+    parser = parser_with_data_options(__doc__.splitlines()[0], epochs=1)
+    parser.set_defaults(train_size=1000, threads=1)
+    parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (QR-LoRA last 2 q, v)")
+    args = parse(parser)
+    peak = gemm_peak()
+    print(f"fp32 GEMM peak (2048 x 2048 torch.mm, best of 20), {args.threads} thread(s): {peak:.1f} GFLOP/s")
+    print(f"SST-2, {args.train_size} train examples, dev 872, batch 32, max length 128, length-grouped\n")
+    print(f"| case | phase | GFLOP | seconds | GFLOP/s | of peak | >= {TARGET:.0%} |")
+    print("|---|---|---|---|---|---|---|")
+    for case in CASES + ([SMOLLM2_CASE] if args.smollm2 else []):
+        for phase in case_phases(args, *case):
+            fraction = phase.rate / peak
+            print(f"| {phase.case} | {phase.name} | {phase.flops / 1e9:,.1f} | {phase.seconds:.2f} | "
+                  f"{phase.rate:.1f} | {fraction:.0%} | {'yes' if fraction >= TARGET else 'no'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
