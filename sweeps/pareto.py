@@ -115,6 +115,29 @@ def hypervolume(
     return area
 
 
+def igd_plus(scores: Sequence[float], costs: Sequence[float], reference_scores: Sequence[float],
+             reference_costs: Sequence[float]) -> float:
+    """IGD+ (Ishibuchi et al. 2015) of some runs against a reference front: the mean, over the reference
+    points, of the distance to the nearest run counting only the ways the run is worse (lower score, more
+    parameters); 0 once the runs reach or dominate every reference point. Unlike a hypervolume it needs
+    no reference point, and it keeps falling until the front is found. Axes: score and log10(cost), each
+    divided by the reference front's range on it (1 where that range is 0).
+    """
+    score_arr, cost_arr = _as_points(scores, costs)
+    ref_scores, ref_costs = _as_points(reference_scores, reference_costs)
+    if not len(score_arr) or not len(ref_scores):
+        raise ValueError("igd_plus needs at least one run and one reference point")
+
+    def minimised(score: np.ndarray, cost: np.ndarray) -> np.ndarray:
+        return np.stack([-score, np.log10(np.maximum(cost, 1.0))], axis=1)
+
+    runs, reference = minimised(score_arr, cost_arr), minimised(ref_scores, ref_costs)
+    spans = np.ptp(reference, axis=0)
+    scale = np.where(spans > 0, spans, 1.0)
+    worse = np.maximum((runs[None, :, :] - reference[:, None, :]) / scale, 0.0)  # reference x runs x axes
+    return float(np.sqrt((worse ** 2).sum(axis=2)).min(axis=1).mean())
+
+
 def seed_hypervolumes(points: Sequence[tuple[float, Mapping[str, float]]], ref_score: float, ref_cost: float,
                       confidence: float = 0.95) -> dict:
     """The hypervolume of each seed's own front, over the seeds every configuration ran (a seed that

@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from sweeps import pareto
 from sweeps.conditions import size_text
-from sweeps.pareto import export_pareto, hypervolume, pareto_front
+from sweeps.pareto import export_pareto, hypervolume, igd_plus, pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OUTPUT_FILES = {"pareto.csv", "pareto.json", "pareto.png"}
@@ -448,3 +449,25 @@ def test_best_score_metric_ranks_by_the_best_epoch(store: Store, tmp_path: Path)
     with pytest.raises(ValueError, match="has no FINISHED trial runs with metrics 'best_score'"):
         export_pareto("glue-sweep-no-best", tmp_path / "bad", uri, metric="best_score")
     assert not (tmp_path / "bad").exists()
+
+
+# --- IGD+ -----------------------------------------------------------------------------------------
+
+
+def test_igd_plus_hand_computed() -> None:
+    # Reference front (0.9, 100) and (0.8, 10): on (-score, log10 cost) over the ranges 0.1 and 1, the
+    # points (-9, 2) and (-8, 1). One run (0.85, 100) -> (-8.5, 2): it is worse than the first by 0.5 in
+    # score only, and worse than the second by 1 decade only where it is higher: d+ = 0.5 and 1.
+    reference = ([0.9, 0.8], [100, 10])
+    assert igd_plus([0.85], [100], *reference) == pytest.approx(0.75)
+    # Adding (0.8, 10) itself: the second distance drops to 0
+    assert igd_plus([0.85, 0.8], [100, 10], *reference) == pytest.approx(0.25)
+    # Reaching or dominating every reference point gives 0; a worse run alone is sqrt(1^2 + 1^2) from both
+    assert igd_plus([0.9, 0.8], [100, 10], *reference) == 0.0
+    assert igd_plus([0.95], [1], *reference) == 0.0
+    assert igd_plus([0.7], [1000], *reference) == pytest.approx(np.mean([math.hypot(2, 1), math.hypot(1, 2)]))
+
+
+def test_igd_plus_rejects_empty_sets() -> None:
+    with pytest.raises(ValueError, match="at least one run and one reference point"):
+        igd_plus([], [], [0.9], [100])
