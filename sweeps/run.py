@@ -18,13 +18,13 @@ from trainables.trainable import glue_trainable, trial_resources
 
 from .pareto import NoFrontError, export_pareto
 from .preflight import resource_problems
+from .prepass import run_prepass
 from .conditions import size_text
 from .repeats import SeedRepeater
 from .reconcile import reconcile
 from .schedulers import MOASHAScheduler, ResumableASHAScheduler
 from .space import DefineByRun, trial_config
 from .spec import SweepSpec
-from .prepass import run_prepass
 from .studies import StudySpaceError, record_space, space_conflict, space_digest
 from .tracking import SweepLaunch, TrialRecorder, runs_url, start_launch, tracking_uri
 
