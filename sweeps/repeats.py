@@ -26,7 +26,9 @@ class SeedRepeater(Searcher):
     stopped at a rung counts with the result it stopped at, as it would without repeats; seeds of one
     configuration are judged at rungs like any other trials. Intermediate results are not forwarded
     (Optuna takes none for several objectives, and no pruner is used). The MLflow run of each seed is
-    listed, in seed order, in the Optuna trial's user attribute `mlflow_run_ids`.
+    listed, in seed order, in the Optuna trial's user attribute `mlflow_run_ids`: when runs are recorded
+    (`record_runs`), a configuration is told only once every seed's run is listed (its runs open on the
+    record writer's thread, which may lag the trials), at the latest when the experiment ends.
 
     Not Ray's `tune.search.Repeater`: it reads `result[searcher.metric]`, which raises for a
     multi-objective OptunaSearch (its metric is a list), and it numbers repeats (`__trial_index__`)
@@ -39,6 +41,7 @@ class SeedRepeater(Searcher):
         self.groups: dict[str, dict[str, Any]] = {}  # first seed's trial id -> the configuration's repeats
         self.group_of: dict[str, str] = {}  # Ray trial id -> first seed's trial id
         self.current: str | None = None  # the group still handing out seeds
+        self.record_runs = False  # set by the recorder that lists each seed's MLflow run (`record_run`)
         super().__init__(metric=searcher.metric, mode=searcher.mode)
 
     @property
@@ -68,8 +71,21 @@ class SeedRepeater(Searcher):
         group = self.groups[first]
         group["results"][trial_id] = None if error or not result else {
             name: result.get(name) for name in self.objectives}
-        if group["told"] or len(group["results"]) < len(self.seeds):
-            return
+        self.tell_ready()
+
+    def tell_ready(self, waiting_for_runs: bool = True) -> None:
+        """Tell the searcher every configuration whose seeds have all ended and, while `waiting_for_runs`,
+        whose MLflow runs are all listed. Called on the driver's thread only (Ray's searchers are not
+        thread-safe): as trials end, at each step of Ray's loop, and with `waiting_for_runs=False` once the
+        experiment has ended and its records are written (a run that never opened is not waited for)."""
+        for first, group in self.groups.items():
+            if group["told"] or len(group["results"]) < len(self.seeds):
+                continue
+            if waiting_for_runs and self.record_runs and len(group["run_ids"]) < len(self.seeds):
+                continue
+            self._tell(first, group)
+
+    def _tell(self, first: str, group: dict[str, Any]) -> None:
         group["told"] = True
         missing = [self.seeds[index] for index, member in enumerate(group["trials"])
                    if not _finite(group["results"][member], self.objectives)]
@@ -88,9 +104,9 @@ class SeedRepeater(Searcher):
         if first is None or self.groups[first]["told"]:
             return
         group = self.groups[first]
-        group["run_ids"][trial_id] = run_id
-        self.set_user_attr(first, "mlflow_run_ids",
-                           [group["run_ids"][member] for member in group["trials"] if member in group["run_ids"]])
+        run_ids = {**group["run_ids"], trial_id: run_id}
+        self.set_user_attr(first, "mlflow_run_ids", [run_ids[member] for member in group["trials"] if member in run_ids])
+        group["run_ids"] = run_ids  # after the write: the driver tells the configuration once every run is listed
 
     def optuna_trial_number(self, trial_id: str) -> int | None:
         """The Optuna trial of a seed's configuration (every seed of one configuration shares it)."""

@@ -162,6 +162,8 @@ class TrialRecorder(Callback):
     def __init__(self, launch: SweepLaunch, searcher=None) -> None:
         self.launch = launch
         self.searcher = searcher  # SeedRepeater: its configurations' Optuna trials list their MLflow runs
+        if searcher is not None:
+            searcher.record_runs = True
         self.started: set[str] = set()  # Ray trial ids seen by on_trial_start (driver thread)
         # Written on the writer thread only:
         self.run_ids: dict[str, str] = {}  # Ray trial id -> MLflow run id
@@ -257,6 +259,15 @@ class TrialRecorder(Callback):
         self.launch.writer.submit(f"failure of trial {trial.trial_id}",
                                   lambda: self._tag(trial.trial_id, "failure_reason", reason))
         self._end(trial.trial_id, "FAILED")
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self.searcher is not None:  # configurations whose runs the writer has listed since the last step
+            self.searcher.tell_ready()
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self.searcher is not None:
+            self.launch.writer.flush()  # every run that can open has opened and is listed
+            self.searcher.tell_ready(waiting_for_runs=False)
 
     def _end(self, trial_id: str, status: str) -> None:
         def end() -> None:

@@ -110,12 +110,10 @@ def test_optuna_suggests_configurations_that_run_once_per_seed_and_learns_their_
         assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
         for trial in study.trials:
             assert set(trial.params) == {"qrlora/tau"}  # no seed, no train_size: never searched
-            # The link that always holds: every run's tag. The trial's own list is best effort (a run opened
-            # by the writer after the configuration was told is not added to a finished trial).
+            # Both links hold: every run's tag names the trial, and the trial lists every seed's run in seed order.
             seeds = sorted((run for run in runs.values() if run.data.tags.get("optuna_trial_number") == str(trial.number)
                             and run.data.params["train_size"] == size), key=lambda run: run.data.params["seed"])
-            listed = trial.user_attrs.get("mlflow_run_ids", [])
-            assert listed == [run.info.run_id for run in seeds][:len(listed)]
+            assert trial.user_attrs["mlflow_run_ids"] == [run.info.run_id for run in seeds]
             assert [run.data.params["seed"] for run in seeds] == ["0", "1"]
             assert {run.data.params["train_size"] for run in seeds} == {size}
             assert all(float(run.data.params["tau"]) == pytest.approx(trial.params["qrlora/tau"]) for run in seeds)
@@ -158,3 +156,45 @@ def test_seed_repeater_tells_optuna_the_mean_or_a_failure_naming_the_seed(tmp_pa
     assert second.state == optuna.trial.TrialState.FAIL
     assert second.user_attrs["failure_reason"] == ("seed 1: the trial failed or ended without a finite score "
                                                    "and trainable_params")
+
+
+def test_seed_repeater_tells_a_configuration_only_once_its_runs_are_listed(tmp_path):
+    """MLflow runs open on the record writer's thread, which can lag the trials: with `record_runs`, a
+    configuration whose seeds have all ended stays RUNNING in Optuna until each seed's run is listed, then
+    is told with the whole list; once the experiment has ended it is told without waiting for a run that
+    never opened."""
+    from sweeps.repeats import SeedRepeater
+    from sweeps.run import NamedOptunaSearch
+    from sweeps.space import DefineByRun
+    from sweeps.spec import parse_spec
+
+    spec = parse_spec({"name": "unit", "tasks": ["sst2"], "train_sizes": [32], "seeds": [0, 1],
+                       "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}}}, "search": {"algorithm": "random"},
+                       "objectives": ["score", "trainable_params"]})
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    search = SeedRepeater(NamedOptunaSearch(
+        metric_names=spec.objectives, space=DefineByRun(spec, "sst2", 32), metric=spec.objectives, mode=spec.modes,
+        sampler=optuna.samplers.RandomSampler(seed=0), study_name="unit",
+        storage=optuna.storages.RDBStorage(storage)), spec.seeds)
+    search.record_runs = True
+    for index in range(4):
+        search.suggest(f"ray-{index}")
+    result = {"score": 0.5, "trainable_params": 100}
+    search.record_run("ray-0", "run-a")
+    for index in range(4):
+        search.on_trial_complete(f"ray-{index}", result=result)
+    states = lambda: [trial.state.name for trial in optuna.load_study(study_name="unit", storage=storage).trials]
+    assert states() == ["RUNNING", "RUNNING"]  # every seed ended, not every run listed
+    search.record_run("ray-1", "run-b")
+    assert states() == ["RUNNING", "RUNNING"]  # the driver tells (next step of Ray's loop), not the writer
+    search.tell_ready()
+    assert states() == ["COMPLETE", "RUNNING"]
+    search.record_run("ray-3", "run-d")  # ray-2's run never opened
+    search.tell_ready()
+    assert states() == ["COMPLETE", "RUNNING"]
+    search.tell_ready(waiting_for_runs=False)  # the experiment ended, its writes are done
+    first, second = optuna.load_study(study_name="unit", storage=storage).trials
+    assert (first.state.name, first.user_attrs["mlflow_run_ids"]) == ("COMPLETE", ["run-a", "run-b"])
+    assert (second.state.name, second.user_attrs["mlflow_run_ids"]) == ("COMPLETE", ["run-d"])
+    search.record_run("ray-2", "run-c")  # too late: a finished trial is never written to
+    assert optuna.load_study(study_name="unit", storage=storage).trials[1].user_attrs["mlflow_run_ids"] == ["run-d"]
