@@ -18,7 +18,7 @@ from .finite import finite
 # Params that say where or how a trial ran, not what it measured. `caches` counts only through
 # `prefix_cache` (DERIVED): the basis and warm-up caches give the same numbers on or off.
 NOT_CONFIG = {"seed", "task", "glue_dir", "cache_dir", "shared_cache", "cpus", "gpus", "fail_at_epoch", "keep",
-              "log_full_model", "eval_batch_size", "caches"}
+              "log_full_model", "eval_batch_size", "caches", "compile"}
 
 
 def _prefix_cache(params: dict[str, str]) -> str | None:

@@ -82,6 +82,8 @@ def test_trial_config_errors():
         TrialConfig(task="mnli2")
     with pytest.raises(ValueError, match="^train_size: must be an integer >= 1 or null"):
         TrialConfig(train_size=0)
+    with pytest.raises(ValueError, match="^compile: must be true or false, got 'yes'$"):
+        TrialConfig(compile="yes")
     with pytest.raises(ValueError, match="^learning_rate: unknown trial config key; allowed: alpha, basis, batch_size"):
         TrialConfig.from_dict({"learning_rate": 1e-3})
 
@@ -110,3 +112,31 @@ def test_ray_trial_resumes_from_checkpoint_to_the_same_record(records, glue_dir,
         for key, value in expected.items():
             assert resumed[key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), key
     assert glue_trainable.__name__ == "glue_trainable"
+
+
+def test_compiled_trial_matches_the_eager_one(tiny_model_dir, glue_dir, tmp_path):
+    """`compile: true` runs the adapted model through torch.compile (inductor; graphs counted by dynamo),
+    with the prefix cache's bypass inside the compiled forward, and gives the eager trial's loss and scores
+    to float tolerance; the kept adapter has the eager model's parameter names."""
+    import torch._dynamo
+    from safetensors.torch import load_file
+
+    values = {"model": tiny_model_dir, "glue_dir": str(glue_dir), "cache_dir": str(tmp_path / "cache"), **SHORT,
+              "train_size": 64, "epochs": 1, "layers": "last:1", "matrices": "q,v"}
+    eager = run_trial(TrialConfig(**values), artifacts_dir=tmp_path / "eager")
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = run_trial(TrialConfig(**values, compile=True), artifacts_dir=tmp_path / "compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the forward really was compiled
+    assert compiled["prefix_layer"] == eager["prefix_layer"] == 1
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-5)
+    for name in ("score", "holdout/score"):
+        if name in eager:
+            assert compiled[name] == pytest.approx(eager[name], abs=1e-6)
+    kept = {path.name: load_file(path) for path in (tmp_path / "compiled").rglob("*.safetensors")}
+    reference = {path.name: load_file(path) for path in (tmp_path / "eager").rglob("*.safetensors")}
+    assert kept.keys() == reference.keys() and kept
+    for file_name, tensors in kept.items():
+        assert tensors.keys() == reference[file_name].keys()
+        for name, tensor in tensors.items():
+            torch.testing.assert_close(tensor, reference[file_name][name], rtol=1e-4, atol=1e-6)

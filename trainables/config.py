@@ -68,6 +68,10 @@ class _TrialConfig:
     cache_dir: str | None = None  # this node's caches; default $QRLORA_CACHE_DIR or ~/.cache/qrlora
     shared_cache: str | None = None  # path or URI (s3://...) every node reaches: warm-up checkpoints
     group_by_length: bool = True  # batches of similar length (less padding), train order still random
+    # torch.compile (inductor, dynamic shapes) the adapted model's training and evaluation steps. Off by
+    # default: on the CPUs measured it costs minutes of compiling per trial and gains nothing per step
+    # (README "Performance"); a GPU may differ.
+    compile: bool = False
     # resources per trial (Ray): several small trials can share one GPU with gpus < 1
     cpus: float = 1.0
     gpus: float = 0.0
@@ -106,6 +110,9 @@ class _TrialConfig:
                                               or not isinstance(self.holdout_size, int) or self.holdout_size < 1):
             raise ValueError(f"holdout_size: must be an integer >= 1 with selection 'holdout', or null; got "
                              f"{self.holdout_size!r} with selection {self.selection!r}")
+        for name in ("compile", "group_by_length", "train_head", "log_full_model"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.keep not in KEEP:
             raise ValueError(f"keep: unknown {self.keep!r}; choose one of {', '.join(KEEP)}")
         method.resolve(self)

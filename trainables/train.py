@@ -71,6 +71,10 @@ def run_trial(config: TrialConfig, resume_state: dict[str, Any] | None = None,
         prefix_hit = add_prefix_states(model, prefix, splits, collate, config, device)
         prefix_seconds = time.perf_counter() - prefix_start
     train_split = splits.pop("train")
+    if config.compile:  # in place: parameter names, and so checkpoints and exports, stay the eager model's
+        from torch._inductor import config as inductor_config
+        inductor_config.fallback_random = True  # dropout draws from torch's generator: a seed means one run
+        model.compile(dynamic=True)
 
     record: dict[str, Any] = {}
     best = resume_state.get("best") if resume_state else None
