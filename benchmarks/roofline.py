@@ -5,9 +5,12 @@ trial's own code from `trainables.train`) runs once under `torch.utils.flop_coun
 to count its FLOPs (matrix products and attention; the optimiser's element-wise work is not counted)
 and once timed. Phases: full fine-tuning (the warm-up's work), the frozen prefix's forward pass (the
 prefix states), training on cached states (layers >= L and the head), and evaluation. Target: every
-MiniLM phase at >= 60% of the peak, or the README says what bounds it.
+MiniLM phase at >= 60% of the peak, or the README says what bounds it. With --compile, the training and
+evaluation phases then run again under `torch.compile` (the trial's `compile: true`): the first compiled
+run (compiling included) and a second one, against the eager seconds.
 
     python benchmarks/roofline.py --threads 1
+    python benchmarks/roofline.py --threads 1 --compile
     python benchmarks/roofline.py --threads 2 --smollm2
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch._dynamo
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DataCollatorWithPadding
 
@@ -43,6 +47,9 @@ class Phase:
     name: str
     flops: float
     seconds: float
+    work: Callable[[], object] | None = None  # training and evaluation: what --compile runs again
+    compiled_first: float | None = None  # seconds of the first compiled run, compiling included
+    compiled: float | None = None  # seconds of the second compiled run
 
     @property
     def rate(self) -> float:
@@ -68,7 +75,13 @@ def measured(case: str, name: str, work: Callable[[], object]) -> Phase:
         work()
     started = time.perf_counter()
     work()
-    return Phase(case, name, float(counter.get_total_flops()), time.perf_counter() - started)
+    return Phase(case, name, float(counter.get_total_flops()), time.perf_counter() - started, work)
+
+
+def timed(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
 
 
 def case_phases(args: argparse.Namespace, model_name: str, method: str, fields: dict) -> list[Phase]:
@@ -106,6 +119,13 @@ def case_phases(args: argparse.Namespace, model_name: str, method: str, fields: 
     phases.append(measured(label, "evaluation (dev)",
                            lambda: evaluate(model, {"validation": splits["validation"]}, collate, config, device,
                                             prefix)))
+    if args.compile:  # as `compile: true` does in run_trial
+        from torch._inductor import config as inductor_config
+        inductor_config.fallback_random = True
+        torch._dynamo.reset()
+        model.compile(dynamic=True)
+        for phase in phases[-2:]:
+            phase.compiled_first, phase.compiled = timed(phase.work), timed(phase.work)
     return phases
 
 
@@ -113,17 +133,22 @@ def main() -> None:
     parser = parser_with_data_options(__doc__.splitlines()[0], epochs=1)
     parser.set_defaults(train_size=1000, threads=1)
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (QR-LoRA last 2 q, v)")
+    parser.add_argument("--compile", action="store_true", help="also time training and evaluation compiled")
     args = parse(parser)
     peak = gemm_peak()
     print(f"fp32 GEMM peak (2048 x 2048 torch.mm, best of 20), {args.threads} thread(s): {peak:.1f} GFLOP/s")
     print(f"SST-2, {args.train_size} train examples, dev 872, batch 32, max length 128, length-grouped\n")
-    print(f"| case | phase | GFLOP | seconds | GFLOP/s | of peak | >= {TARGET:.0%} |")
-    print("|---|---|---|---|---|---|---|")
+    compiled_header = " compiled: first run s | then s | eager / compiled |" if args.compile else ""
+    print(f"| case | phase | GFLOP | seconds | GFLOP/s | of peak | >= {TARGET:.0%} |{compiled_header}")
+    print("|---|---|---|---|---|---|---|" + "---|---|---|" * args.compile)
     for case in CASES + ([SMOLLM2_CASE] if args.smollm2 else []):
         for phase in case_phases(args, *case):
             fraction = phase.rate / peak
+            compiled = "" if not args.compile else " - | - | - |" if phase.compiled is None else \
+                f" {phase.compiled_first:.2f} | {phase.compiled:.2f} | {phase.seconds / phase.compiled:.2f}x |"
             print(f"| {phase.case} | {phase.name} | {phase.flops / 1e9:,.1f} | {phase.seconds:.2f} | "
-                  f"{phase.rate:.1f} | {fraction:.0%} | {'yes' if fraction >= TARGET else 'no'} |", flush=True)
+                  f"{phase.rate:.1f} | {fraction:.0%} | {'yes' if fraction >= TARGET else 'no'} |{compiled}",
+                  flush=True)
 
 
 if __name__ == "__main__":
