@@ -126,19 +126,8 @@ def test_seed_repeater_tells_optuna_the_mean_or_a_failure_naming_the_seed(tmp_pa
     """Three seeds per configuration (no Ray runtime: the searcher alone, a real sqlite study): the first
     configuration's seeds all finish, Optuna gets the mean of each objective; the second's seed 1 fails, so
     Optuna records FAIL and says which seed, rather than a mean of the seeds that went well."""
-    from sweeps.repeats import SeedRepeater
-    from sweeps.run import NamedOptunaSearch
-    from sweeps.space import DefineByRun
-    from sweeps.spec import parse_spec
-
-    spec = parse_spec({"name": "unit", "tasks": ["sst2"], "train_sizes": [32], "seeds": [0, 1, 2],
-                       "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}}}, "search": {"algorithm": "random"},
-                       "objectives": ["score", "trainable_params"]})
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    search = SeedRepeater(NamedOptunaSearch(
-        metric_names=spec.objectives, space=DefineByRun(spec, "sst2", 32), metric=spec.objectives, mode=spec.modes,
-        sampler=optuna.samplers.RandomSampler(seed=0), study_name="unit",
-        storage=optuna.storages.RDBStorage(storage)), spec.seeds)
+    search = seed_repeater(storage, [0, 1, 2])
     configs = [search.suggest(f"ray-{index}") for index in range(6)]
     assert [config["seed"] for config in configs] == [0, 1, 2, 0, 1, 2]
     assert len({config["tau"] for config in configs[:3]}) == 1 and configs[0]["tau"] != configs[3]["tau"]
@@ -163,19 +152,8 @@ def test_seed_repeater_tells_a_configuration_only_once_its_runs_are_listed(tmp_p
     configuration whose seeds have all ended stays RUNNING in Optuna until each seed's run is listed, then
     is told with the whole list; once the experiment has ended it is told without waiting for a run that
     never opened."""
-    from sweeps.repeats import SeedRepeater
-    from sweeps.run import NamedOptunaSearch
-    from sweeps.space import DefineByRun
-    from sweeps.spec import parse_spec
-
-    spec = parse_spec({"name": "unit", "tasks": ["sst2"], "train_sizes": [32], "seeds": [0, 1],
-                       "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}}}, "search": {"algorithm": "random"},
-                       "objectives": ["score", "trainable_params"]})
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    search = SeedRepeater(NamedOptunaSearch(
-        metric_names=spec.objectives, space=DefineByRun(spec, "sst2", 32), metric=spec.objectives, mode=spec.modes,
-        sampler=optuna.samplers.RandomSampler(seed=0), study_name="unit",
-        storage=optuna.storages.RDBStorage(storage)), spec.seeds)
+    search = seed_repeater(storage, [0, 1])
     search.record_runs = True
     for index in range(4):
         search.suggest(f"ray-{index}")
@@ -198,3 +176,19 @@ def test_seed_repeater_tells_a_configuration_only_once_its_runs_are_listed(tmp_p
     assert (second.state.name, second.user_attrs["mlflow_run_ids"]) == ("COMPLETE", ["run-d"])
     search.record_run("ray-2", "run-c")  # too late: a finished trial is never written to
     assert optuna.load_study(study_name="unit", storage=storage).trials[1].user_attrs["mlflow_run_ids"] == ["run-d"]
+
+
+def seed_repeater(storage: str, seeds: list[int]):
+    """A SeedRepeater over random search on QR-LoRA's tau, in a real sqlite study named 'unit' (no Ray runtime)."""
+    from sweeps.repeats import SeedRepeater
+    from sweeps.run import NamedOptunaSearch
+    from sweeps.space import DefineByRun
+    from sweeps.spec import parse_spec
+
+    spec = parse_spec({"name": "unit", "tasks": ["sst2"], "train_sizes": [32], "seeds": seeds,
+                       "methods": {"qrlora": {"tau": {"low": 0.2, "high": 0.8}}}, "search": {"algorithm": "random"},
+                       "objectives": ["score", "trainable_params"]})
+    return SeedRepeater(NamedOptunaSearch(
+        metric_names=spec.objectives, space=DefineByRun(spec, "sst2", 32), metric=spec.objectives, mode=spec.modes,
+        sampler=optuna.samplers.RandomSampler(seed=0), study_name="unit",
+        storage=optuna.storages.RDBStorage(storage)), spec.seeds)
