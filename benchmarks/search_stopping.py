@@ -22,6 +22,7 @@ from empty caches, as a new sweep would: each pays its warm-up and prefix states
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ def spec(args: argparse.Namespace, name: str, variant: dict, search_seed: int, g
 
 def finished_trials(workdir: Path, name: str) -> list[tuple[float, float, float]]:
     """(seconds from the sweep's start to the trial's end, score, trainable_params) of every finished
-    trial with a finite score, in the order they ended. A trial mo_asha stopped counts with the score it
+    trial with a finite score and count, in the order they ended (a diverged trial is on no front). A trial mo_asha stopped counts with the score it
     was stopped at, as on the sweep's own front."""
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     experiment = client.get_experiment_by_name(name)
@@ -70,7 +71,7 @@ def finished_trials(workdir: Path, name: str) -> list[tuple[float, float, float]
                                                           "'FINISHED'", max_results=10_000)
     trials = [((run.info.end_time - parent.info.start_time) / 1000, run.data.metrics["score"],
                run.data.metrics["trainable_params"]) for run in runs
-              if "score" in run.data.metrics and run.data.metrics["score"] == run.data.metrics["score"]]
+              if all(math.isfinite(run.data.metrics.get(name, math.nan)) for name in ("score", "trainable_params"))]
     return sorted(trials)
 
 
