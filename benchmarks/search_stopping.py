@@ -62,8 +62,8 @@ def spec(args: argparse.Namespace, name: str, variant: dict, search_seed: int, g
 
 def finished_trials(workdir: Path, name: str) -> list[tuple[float, float, float]]:
     """(seconds from the sweep's start to the trial's end, score, trainable_params) of every finished
-    trial with a finite score and count, in the order they ended (a diverged trial is on no front). A trial mo_asha stopped counts with the score it
-    was stopped at, as on the sweep's own front."""
+    trial with a finite score and count, in the order they ended (a diverged trial is on no front). A trial
+    mo_asha stopped counts with the score it was stopped at, as on the sweep's own front."""
     client = mlflow.MlflowClient(f"sqlite:///{workdir}/mlflow.db")
     experiment = client.get_experiment_by_name(name)
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`qrlora.role` = 'sweep'")
