@@ -527,7 +527,13 @@ INTERVAL_LABEL = "mean, 95% interval bars"
 
 
 def _log_x_panel(ax, task: str, x_label: str, metric: str) -> None:
+    """Call after plotting: the x axis then spans at least two decades, so it labels powers of ten
+    rather than crowded minor ticks (as `sweeps.pareto`'s front plots do)."""
     ax.set_xscale("log")
+    low, high = (math.log10(value) for value in ax.get_xlim())
+    if high - low < 2:
+        middle = (low + high) / 2
+        ax.set_xlim(10 ** (middle - 1), 10 ** (middle + 1))
     ax.set_xlabel(f"{x_label} (log scale)", fontsize=8)
     ax.set_ylabel(f"{metric} ({INTERVAL_LABEL})", fontsize=8)
     ax.set_title(task, fontsize=8)
@@ -616,9 +622,9 @@ def fronts_figure(table: dict) -> Figure | None:
     if not conditions:
         return None
     figure, axes = _grid(len(conditions))
-    colours = matplotlib.colormaps["tab10"]
-    labels = [_label(row["config"]) for row in table["rows"] if not row["warmup"]]
-    colour_of = {label: colours(index % 10) for index, label in enumerate(dict.fromkeys(labels))}
+    labels = list(dict.fromkeys(_label(row["config"]) for row in table["rows"] if not row["warmup"]))
+    colours = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]  # distinct up to 20 configurations
+    colour_of = {label: colours(index % colours.N) for index, label in enumerate(labels)}
     for ax, (task, size) in zip(axes, conditions):
         points = _front_points(table, task, size)
         for cost, score, row in points:
