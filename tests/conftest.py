@@ -12,18 +12,27 @@ import pytest
 import transformers
 
 
-# Modules that start Ray (in this process, or through a `qrlora-sweep` driver or `ray start`). With
-# pytest-xdist (`-n 2 --dist loadgroup`, the README's command) they run one after another on one worker,
-# as without it: two Ray instances would split two cores between their trials, and test_faults counts
-# Ray's worker processes on the machine. Every other module runs on either worker beside them.
-RAY_MODULES = {"test_conditions", "test_faults", "test_non_finite", "test_prepass", "test_reconcile", "test_records",
-               "test_report", "test_resume", "test_s3_cluster", "test_study_links", "test_sweeps", "test_trial", "test_zoo_sweep"}
-
-
+# pytest-xdist (`-n 2 --dist loadgroup`, the README's command) runs the tests of a module that share a
+# module-scoped fixture (a real sweep, trials, a store) on one worker, so that fixture is computed once;
+# every other test goes to whichever worker is free, the `slow` ones (minutes each) first so that no
+# worker is left with one at the end. Tests that start Ray may run beside each other: each starts its
+# own instance and counts only its own processes. The mark must be added before xdist's own hook reads
+# it (tryfirst); pytest 9.2 stopped xdist 3.8 from reading it at all (pytest-xdist#1386, hence pytest<9.2
+# in pyproject.toml), and `pytest_runtest_setup` fails a test rather than let that recur silently.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module.__name__ in RAY_MODULES:
-            item.add_marker(pytest.mark.xdist_group("ray"))
+        if any(definitions[-1].scope == "module" for definitions in item._fixtureinfo.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Under `--dist loadgroup` a grouped test's node id carries its group (`id@group`): all the scheduler reads."""
+    grouped = getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group")
+    if grouped and "@" not in item.nodeid:
+        pytest.fail("pytest-xdist ignored this test's xdist_group, so its module fixture is computed on every worker: "
+                    "pytest-xdist#1386; use pytest<9.2")
 
 
 @pytest.fixture(scope="session")
