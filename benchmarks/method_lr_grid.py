@@ -3,7 +3,8 @@
 tuners").
 
 Each point is one trial: MiniLM, SST-2, 2,000 examples, 3 epochs, Wq and Wv of the last 4 layers (the
-zoo study's targets; (IA)3 the same), the method's own defaults otherwise, a holdout fold of train selects
+zoo study's targets; (IA)3 the same), the method's own fields as `sweeps/zoo_minilm.yaml` sets them
+(VB-LoRA's vector length must divide MiniLM's 384) and its defaults otherwise, a holdout fold of train selects
 (column `select`: pick the winner there; dev, `score`, stays an unbiased report). `lr` values are the
 default times 1/10, 1/3, 1, 3, 10 unless given; `head_lr` is the method's default for the protocol unless
 `--head-lrs` lists values. Scores do not depend on machine load; timings are not reported.
@@ -13,6 +14,9 @@ default times 1/10, 1/3, 1, 3, 10 unless given; `head_lr` is the method's defaul
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
+
+import yaml
 
 from common import parse, parser_with_data_options
 from trainables.config import TrialConfig
@@ -21,6 +25,14 @@ from trainables.train import run_trial
 
 NEW_METHODS = "vera,fourierft,vblora,ia3,ln_tuning,bitfit,tinylora,unilora,c3a"
 FACTORS = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+ZOO_SPEC = Path(__file__).resolve().parents[1] / "sweeps" / "zoo_minilm.yaml"
+
+
+def zoo_fields(method: str) -> dict:
+    """The method's own fields as the zoo study sets them (not its targets, not its swept lists)."""
+    values = yaml.safe_load(ZOO_SPEC.read_text())["methods"].get(method) or {}
+    return {name: value for name, value in values.items()
+            if name not in ("layers", "matrices") and not isinstance(value, (list, dict))}
 
 
 def main() -> None:
@@ -43,11 +55,16 @@ def main() -> None:
                 head_lrs = [float(v) for v in args.head_lrs.split(",")] if args.head_lrs else [None]
                 for lr in lrs:
                     for head_lr in head_lrs:
-                        record = run_trial(TrialConfig(
+                        config = dict(
                             task="sst2", model=args.model, method=method, layers="last:4", matrices="q,v",
                             train_size=args.train_size, epochs=args.epochs, warmup_epochs=warmup_epochs,
                             lr=float(f"{lr:.3g}"), head_lr=head_lr, glue_dir=args.glue_dir,
-                            cache_dir=args.cache_dir or scratch, selection="holdout"))
+                            cache_dir=args.cache_dir or scratch, selection="holdout", **zoo_fields(method))
+                        try:
+                            record = run_trial(TrialConfig(**config))
+                        except (ValueError, RuntimeError) as error:  # one point's failure, not the grid's
+                            print(f"{method:<11}{warmup_epochs:>8}{config['lr']:>9.3g} failed: {error}", flush=True)
+                            continue
                         print(f"{method:<11}{warmup_epochs:>8}{record['lr']:>9.3g}{record['head_lr']:>9.3g}"
                               f"{record['adapter_params']:>9,}{record['selection_score']:>8.4f}"
                               f"{record['score']:>8.4f}{record['best_score']:>8.4f}", flush=True)
