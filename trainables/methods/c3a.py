@@ -18,7 +18,7 @@ class C3AFields:
 
 class C3A(PeftTuner):
     name, tuner, fields = "c3a", "C3AConfig", C3AFields
-    lr = 1e-1
+    lr = 1.0  # SST-2 holdout grid, cold and warm (README "PEFT's low-parameter tuners")
     head_lr = {"cold": 1e-2, "warm": 1e-3}
     columns = ("c3a_block_size", "layers", "matrices")
 

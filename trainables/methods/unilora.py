@@ -19,7 +19,7 @@ class UniLoRAFields:
 
 class UniLoRA(PeftTuner):
     name, tuner, fields = "unilora", "UniLoraConfig", UniLoRAFields
-    lr = 1e-2
+    lr = 1e-1  # SST-2 holdout grid, cold and warm (README "PEFT's low-parameter tuners")
     head_lr = {"cold": 1e-2, "warm": 1e-3}
     columns = ("unilora_rank", "unilora_theta_d_length", "layers", "matrices")
 
