@@ -49,7 +49,7 @@ def main() -> None:
           flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods.split(","):
-            default = METHODS[method].lr
+            default, own_fields = METHODS[method].lr, zoo_fields(method)
             lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else [default * f for f in FACTORS]
             for warmup_epochs in (int(v) for v in args.warmup_epochs.split(",")):
                 head_lrs = [float(v) for v in args.head_lrs.split(",")] if args.head_lrs else [None]
@@ -59,7 +59,7 @@ def main() -> None:
                             task="sst2", model=args.model, method=method, layers="last:4", matrices="q,v",
                             train_size=args.train_size, epochs=args.epochs, warmup_epochs=warmup_epochs,
                             lr=float(f"{lr:.3g}"), head_lr=head_lr, glue_dir=args.glue_dir,
-                            cache_dir=args.cache_dir or scratch, selection="holdout", **zoo_fields(method))
+                            cache_dir=args.cache_dir or scratch, selection="holdout", **own_fields)
                         try:
                             record = run_trial(TrialConfig(**config))
                         except (ValueError, RuntimeError) as error:  # one point's failure, not the grid's
