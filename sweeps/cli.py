@@ -66,10 +66,32 @@ def _load(args: argparse.Namespace):
             values.update({key: value for key, value in overrides.items() if value})
             if getattr(args, "num_samples", None) is not None:
                 values["search"] = {**(values.get("search") or {}), "samples": args.num_samples}
+            for key in ("tasks", "seeds"):
+                _narrow(values, key, getattr(args, key, None))
         spec = parse_spec(values)
     except ValueError as error:
         args.parser.error(str(error))
     return spec, values
+
+
+def _narrow(values: dict, key: str, chosen: list | None) -> None:
+    """`--tasks`/`--seeds`: a launch runs part of the spec (a study split over launches into one experiment)."""
+    if chosen is None:
+        return
+    allowed = values.get(key)
+    if isinstance(allowed, list):
+        outside = [item for item in chosen if item not in allowed]
+        if outside:
+            raise ValueError(f"--{key}: {', '.join(map(str, outside))} not in the spec's {key} "
+                             f"({', '.join(map(str, allowed))})")
+    values[key] = chosen
+
+
+def _items(convert: Callable[[str], Any]) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        return [convert(item) for item in text.split(",") if item.strip()]
+    parse.__name__ = f"comma-separated {convert.__name__}"
+    return parse
 
 
 def command_run(args: argparse.Namespace, resume: bool = False) -> int:
@@ -140,6 +162,33 @@ def command_report(args: argparse.Namespace) -> int:
     print((Path(args.out) / "table.md").read_text())
     print(f"wrote {', '.join(written['files'])} to {args.out} ({written['rows']} rows); "
           f"logged to run {written['parent_run_id']} under report/")
+    return 0
+
+
+def command_archive(args: argparse.Namespace) -> int:
+    """Write a sweep's records (params, metrics, tags, predictions) as plain files, or add a later launch's."""
+    _quiet_downloads()
+    from sweeps.archive import archive_experiment
+
+    try:
+        counts = archive_experiment(args.experiment, args.out, tracking_uri=_uri(args))
+    except ValueError as error:
+        args.parser.error(str(error))
+    print(f"archived {args.experiment} to {args.out}: {counts['written']} runs written, "
+          f"{counts['unchanged']} unchanged ({counts['runs']} in the experiment)")
+    return 0
+
+
+def command_restore(args: argparse.Namespace) -> int:
+    """Add an archive's runs to the tracking server, under the experiment it was archived from."""
+    from sweeps.archive import restore_experiment
+
+    try:
+        counts = restore_experiment(args.folder, tracking_uri=_uri(args))
+    except ValueError as error:
+        args.parser.error(str(error))
+    print(f"restored {counts['restored']} runs into experiment {counts['experiment']} "
+          f"({counts['already']} of the archive's {counts['runs']} were there already)")
     return 0
 
 
@@ -250,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--address", default=None, help="Ray cluster: auto or ray://host:10001 (default: start a local Ray)")
         sub.add_argument("--tracking-uri", default=None, help="MLflow URI (default: spec, $MLFLOW_TRACKING_URI, sqlite:///mlflow.db)")
         sub.add_argument("--storage", default=None, help="Ray results and checkpoints: a path or s3://bucket/prefix")
+        sub.add_argument("--tasks", type=_items(str), default=None,
+                         help="run only these of the spec's tasks, comma-separated (resume: as launched)")
+        sub.add_argument("--seeds", type=_items(int), default=None,
+                         help="run only these of the spec's seeds, comma-separated (resume: as launched)")
         if name == "run":  # a resumed sweep keeps the samples it was launched with
             sub.add_argument("--num-samples", type=int, default=None, help="override search.samples")
     pareto = command("pareto", command_pareto, "export Pareto fronts of a sweep from MLflow")
@@ -283,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "qrlora (QR-LoRA runs only)")
     export.add_argument("--merged", action="store_true", help="one plain transformers model, adapter folded in")
     export.add_argument("--tracking-uri", default=None)
+    archive = command("archive", command_archive, "write a sweep's records as plain files (add to an archive)")
+    archive.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")
+    archive.add_argument("--out", required=True, help="archive folder (new, empty, or an archive of this sweep)")
+    archive.add_argument("--tracking-uri", default=None)
+    restore = command("restore", command_restore, "add an archive's runs to a tracking server")
+    restore.add_argument("folder", help="a folder `archive` wrote")
+    restore.add_argument("--tracking-uri", default=None)
     train = command("train", command_train, "run one trial (no Ray, no sweep) and print its record as JSON")
     add_trial_options(train)
     listing = command("ls", command_ls, "list sweeps and their progress")

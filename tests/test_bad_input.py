@@ -115,6 +115,12 @@ CLI_CASES = [  # (id, argv after the spec path is written, expected line)
      "qrlora-sweep run: error: argument --num-samples: invalid int value: 'many'"),
     ("resume-num-samples", ["resume", "{spec}", "--num-samples", "4"],
      "qrlora-sweep: error: unrecognized arguments: --num-samples 4"),
+    ("tasks-outside-spec", ["run", "{spec}", "--tasks", "sst2,rte"],
+     "qrlora-sweep run: error: --tasks: rte not in the spec's tasks (sst2)"),
+    ("seeds-outside-spec", ["resume", "{spec}", "--seeds", "0,3"],
+     "qrlora-sweep resume: error: --seeds: 3 not in the spec's seeds (0, 1)"),
+    ("seeds-text", ["run", "{spec}", "--seeds", "0,one"],
+     "qrlora-sweep run: error: argument --seeds: invalid comma-separated int value: '0,one'"),
     ("spec-missing", ["run", "{work}/nope.yaml"], "qrlora-sweep run: error: spec: no file {work}/nope.yaml"),
     ("train-tau", ["train", "--tau", "2"], "qrlora-sweep train: error: tau: must be in (0, 1], got 2.0"),
     ("train-task", ["train", "--task", "squad"], "qrlora-sweep train: error: task: unknown 'squad'; choose one of"),
@@ -166,12 +172,24 @@ def test_bad_glue_file(work, glue_dir, capsys, name, content, expected):
 @pytest.mark.parametrize("argv, expected", [case[1:] for case in CLI_CASES], ids=[case[0] for case in CLI_CASES])
 def test_bad_command_line(work, capsys, argv, expected):
     spec = work / "good.yaml"
-    spec.write_text(yaml.safe_dump(BASE))
+    spec.write_text(yaml.safe_dump(BASE | {"seeds": [0, 1]}))
     argv = [fill(arg, work, 0).replace("{spec}", str(spec)) for arg in argv]
     code, lines = run_cli(work, argv, capsys)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith(fill(expected, work, 0)), lines
 
+
+def test_tasks_and_seeds_narrow_a_launch_to_part_of_the_spec(work):
+    """What `run --tasks mrpc --seeds 1` launches: the spec with only those, recorded as launched."""
+    from sweeps.cli import _load, build_parser
+
+    spec = work / "good.yaml"
+    spec.write_text(yaml.safe_dump(BASE | {"tasks": ["sst2", "mrpc"], "seeds": [0, 1, 2]}))
+    args = build_parser().parse_args(["run", str(spec), "--tasks", "mrpc", "--seeds", "2,0"])
+    parsed, values = _load(args)
+    assert (parsed.tasks, parsed.seeds, values["tasks"], values["seeds"]) == (["mrpc"], [2, 0], ["mrpc"], [2, 0])
+    parsed, _ = _load(build_parser().parse_args(["run", str(spec)]))
+    assert (parsed.tasks, parsed.seeds) == (["sst2", "mrpc"], [0, 1, 2])
 
 
 def one_line_rejection(work: Path, values: dict, capsys, argv: tuple[str, ...] = ()) -> str:
