@@ -302,7 +302,7 @@ def _trial_row(run: Run, metric: str = "score") -> dict | None:
         count = metrics.get(name)
         row[name] = int(count) if count is not None and math.isfinite(count) else None
     configuration = config_params(run)  # with the derived values: a QR-LoRA run's basis even when unrecorded
-    row.update({name: configuration.get(name) for name in (*PARAM_COLUMNS, "train_size", "model")})
+    row.update({name: configuration.get(name) for name in (*PARAM_COLUMNS, "train_size", "model", "warmup_epochs")})
     row["train_rows"] = int(metrics["train_rows"]) if "train_rows" in metrics else None
     row["adapter_uri"] = tags.get("adapter_uri")
     row[STOPPED_TAG] = tags.get(STOPPED_TAG)
@@ -334,14 +334,14 @@ def model_params(row: dict) -> float | None:
 
 
 def by_condition(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped by condition (task, training size, model), keyed by its label, sorted: one front each.
-    The model joins the label only when the rows hold several."""
+    """Rows grouped by condition (task, training size, model, protocol), keyed by its label, sorted: one
+    front each. The model and the protocol join the label only when the rows hold several."""
     groups: dict[Condition, list[dict]] = {}
     for row in rows:
         groups.setdefault(condition_of(row), []).append(row)
-    with_model = len({model for _, _, model in groups}) > 1
-    order = sorted(groups, key=lambda key: (key[0], size_order(key[1]), key[2]))
-    return {label(key, with_model): groups[key] for key in order}
+    with_model, with_protocol = (len({key[part] for key in groups}) > 1 for part in (2, 3))
+    order = sorted(groups, key=lambda key: (key[0], size_order(key[1]), key[2], int(key[3])))
+    return {label(key, with_model, with_protocol): groups[key] for key in order}
 
 
 def _condition_summary(rows: list[dict], x: str) -> dict:

@@ -42,7 +42,7 @@ from trainables.methods import METHODS
 
 from . import stats
 from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
-from .conditions import size_order, size_text
+from .conditions import protocol_text, size_order, size_text, warmup_text
 from .run_predictions import RunPredictions
 from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, model_params, pareto_front, reference_point, \
     search_all_runs, seed_hypervolumes
@@ -201,8 +201,8 @@ def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
     best["average"] = max(averages) if averages else None
     table = {"fields": fields, "tasks": tasks, "columns": columns, "rows": rows, "best": best, "metric": metric,
              "seed_of": seed_of, "selection": selection(runs), "model_params": _model_params(runs, tasks)}
-    table["hypervolume"] = {condition_label(task, size): front_hypervolume(table, task, size)
-                            for task, size in front_conditions(table)}
+    table["hypervolume"] = {condition_label(task, part): front_hypervolume(table, task, part)
+                            for task, part in front_conditions(table)}
     return table
 
 
@@ -576,30 +576,37 @@ def _means_with_intervals(ax, xs: list[float], cells: list[Cell], spans: list[In
 STOPPED_MARKER = "X"  # a configuration whose mean includes trials stopped early (--include-stopped)
 
 
-def front_conditions(table: dict) -> list[tuple[str, str]]:
-    """(task, train size) pairs with a front: a front never mixes training sizes."""
+def front_conditions(table: dict) -> list[tuple[str, tuple[str, str]]]:
+    """(task, (train size, warm-up epochs)) of each front: a front never mixes training sizes or protocols
+    (either is "-" when the sweep holds only one)."""
     method_rows = [row for row in table["rows"] if not row["warmup"]]
-    sizes = sorted({row["config"].get("train_size", "-") for row in method_rows},
-                   key=lambda size: size_order(size_text(size)))
-    return [(task, size) for task in table["tasks"] for size in sizes
-            if any(row["scores"].get(task) and row["config"].get("train_size", "-") == size for row in method_rows)]
+    parts = sorted({_condition_part(row) for row in method_rows},
+                   key=lambda part: (size_order(size_text(part[0])), int(warmup_text(part[1]))))
+    return [(task, part) for task in table["tasks"] for part in parts
+            if any(row["scores"].get(task) and _condition_part(row) == part for row in method_rows)]
 
 
-def condition_label(task: str, size: str) -> str:
-    return task + (f"/{size_text(size)}" if size != "-" else "")
+def _condition_part(row: dict) -> tuple[str, str]:
+    return row["config"].get("train_size", "-"), row["config"].get("warmup_epochs", "-")
 
 
-def _front_points(table: dict, task: str, size: str) -> list[tuple[float, Cell, dict]]:
+def condition_label(task: str, part: tuple[str, str]) -> str:
+    """`sst2`, `sst2/2000`, `sst2/2000/warm3`: the task, and the size and protocol where the sweep varies them."""
+    size, warmup = part
+    return task + (f"/{size_text(size)}" if size != "-" else "") + (f"/{protocol_text(warmup)}" if warmup != "-" else "")
+
+
+def _front_points(table: dict, task: str, part: tuple[str, str]) -> list[tuple[float, Cell, dict]]:
     """(trainable params, score cell, row) of every configuration on the condition's front panel."""
     return [(row["trainable"][task].mean, row["scores"][task], row) for row in table["rows"]
             if not row["warmup"] and row["scores"].get(task) and task in row["trainable"]
-            and row["config"].get("train_size", "-") == size]
+            and _condition_part(row) == part]
 
 
-def front_hypervolume(table: dict, task: str, size: str) -> dict:
+def front_hypervolume(table: dict, task: str, part: tuple[str, str]) -> dict:
     """The hypervolume of each seed's own front (pareto.seed_hypervolumes: the seeds every configuration
     ran), with their mean and 95% t-interval over seeds; the reference is pareto's fixed one."""
-    points = _front_points(table, task, size)
+    points = _front_points(table, task, part)
     model = table["model_params"].get(task) or max(cost for cost, _, _ in points)
     seeds = [(cost, {table["seed_of"][run_id]: value for value, run_id in zip(score.values, score.run_ids)})
              for cost, score, _ in points]
@@ -615,7 +622,7 @@ def _hypervolume_text(summary: dict) -> str:
 
 
 def fronts_figure(table: dict) -> Figure | None:
-    """Per condition (task and training size; a front never mixes sizes), in a grid: every configuration's
+    """Per condition (task, training size, protocol; a front never mixes sizes or protocols), in a grid: every configuration's
     mean score vs trainable parameters with its 95% interval bar, the Pareto front of the means as a step
     line; configurations with early-stopped trials drawn as X; the title gives the per-seed hypervolume."""
     conditions = front_conditions(table)
@@ -625,8 +632,8 @@ def fronts_figure(table: dict) -> Figure | None:
     labels = list(dict.fromkeys(_label(row["config"]) for row in table["rows"] if not row["warmup"]))
     colours = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]  # distinct up to 20 configurations
     colour_of = {label: colours(index % colours.N) for index, label in enumerate(labels)}
-    for ax, (task, size) in zip(axes, conditions):
-        points = _front_points(table, task, size)
+    for ax, (task, part) in zip(axes, conditions):
+        points = _front_points(table, task, part)
         for cost, score, row in points:
             label = _label(row["config"]) + (f" ({row['stopped']} stopped early)" if row["stopped"] else "")
             _means_with_intervals(ax, [max(cost, 1)], [score], [row["score_intervals"].get(task)], label,
@@ -637,8 +644,8 @@ def fronts_figure(table: dict) -> Figure | None:
         ax.scatter([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], s=140,
                    facecolors="none", edgecolors="black", zorder=4)  # ringed: on the front of the means
         used = sorted({row["train_rows"][task] for _, _, row in points if task in row["train_rows"]})
-        title = (condition_label(task, size) + (f" ({used[-1]:,} rows)" if used else "")
-                 + "\n" + _hypervolume_text(table["hypervolume"][condition_label(task, size)]))
+        title = (condition_label(task, part) + (f" ({used[-1]:,} rows)" if used else "")
+                 + "\n" + _hypervolume_text(table["hypervolume"][condition_label(task, part)]))
         _log_x_panel(ax, title, "trainable params", table["metric"])
     return _with_legend_below(figure, axes)
 

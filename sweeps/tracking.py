@@ -278,8 +278,8 @@ class TrialRecorder(Callback):
     def _log_hypervolume(self, trial_id: str, result: dict[str, Any], timestamp: int) -> None:
         """The parent run's `hypervolume/<task>/<train_size>`: the front of the trial's condition after each
         of its trials finished (step = trials finished), against the fixed reference of `pareto`. A resumed
-        launch starts from the runs that finished before it. (A sweep has one model, so the label leaves
-        it out.)"""
+        launch starts from the runs that finished before it. (A launch has one model and one protocol, so
+        the label leaves them out.)"""
         task = result.get("task")
         if task is None or not all(finite(result.get(key)) for key in POINT_KEYS):
             return  # a diverged trial (NaN or infinite score) is no point of the front

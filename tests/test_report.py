@@ -36,9 +36,9 @@ WARMUP = {0: {"sst2": [0.76], "mrpc": [0.68, 0.78]}, 1: {"sst2": [0.77], "mrpc":
 
 
 def log_run(client, experiment, parent, method, value, seed, task, metrics, warm, status="FINISHED",
-            start=None) -> str:
+            start=None, extra_params=None) -> str:
     params = {"task": task, "method": method, "seed": seed, "lr": "0.1", "train_size": "2000",
-              ("tau" if method == "qrlora" else "rank"): value}
+              ("tau" if method == "qrlora" else "rank"): value} | (extra_params or {})
     # Every method of one seed and task warm-starts from the same checkpoint, as trials record it.
     warmup_tag = {"warmup_key": f"warmup-seed{seed}-{task}"} if warm else {}
     run_id = client.create_run(experiment, start_time=start, tags={
@@ -217,6 +217,45 @@ def expected_seed_hypervolumes(task: str) -> list[float]:
             area += (math.log10(right) - math.log10(left)) * height
         areas.append(area)
     return areas
+
+
+def brute_force_front(points: dict) -> set:
+    """The keys of `points` (key -> (score, cost)) no other point dominates."""
+    return {key for key, (score, cost) in points.items()
+            if not any(s >= score and c <= cost and (s, c) != (score, cost) for s, c in points.values())}
+
+
+def test_each_protocol_gets_its_own_front_and_hypervolume(store, tmp_path):
+    """A sweep holding cold and warm-started runs (the method zoo) never puts them on one front: pareto
+    and report give a front per protocol (`/cold`, `/warm3`), each the brute-force front of its own runs."""
+    uri, client, root, *_ = store
+    experiment = client.create_experiment("protocols", artifact_location=(root / "protocols").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    lift = {0: {}, 3: {("qrlora", "0.5"): 0.15}}  # warm-started QR-LoRA tau 0.5 beats every cold configuration
+    scores = {}
+    for warmup, lifted in lift.items():
+        for key, seeds in CONFIGS.items():
+            for seed in (0, 1):
+                score = seeds[seed]["sst2"][0] + lifted.get(key, 0.0)
+                scores.setdefault(warmup, {}).setdefault(key, []).append(score)
+                log_run(client, experiment, parent, *key, seed, "sst2", [score], warmup > 0,
+                        extra_params={"warmup_epochs": warmup})
+    summary = export_pareto("protocols", tmp_path / "pareto", uri, aggregate="seeds")
+    assert set(summary["fronts"]) == {"sst2/2000/cold", "sst2/2000/warm3"}
+    fronts = {}
+    for warmup, name in ((0, "cold"), (3, "warm3")):
+        means = {key: (statistics.fmean(values), COUNTS[key] + 770) for key, values in scores[warmup].items()}
+        rows = summary["fronts"][f"sst2/2000/{name}"]["front"]
+        fronts[name] = {(row["method"], row["tau"] or row["rank"]) for row in rows}
+        assert fronts[name] == brute_force_front(means)
+        assert {row["warmup_epochs"] for row in rows} == {str(warmup)}
+    assert ("qrlora", "0.5") in fronts["warm3"] and fronts["cold"] != fronts["warm3"]
+    reported = write_report("protocols", tmp_path / "report", uri)["hypervolume"]
+    assert set(reported) == {"sst2/cold", "sst2/warm3"}  # one training size: no /2000
+    for warmup, name in ((0, "cold"), (3, "warm3")):
+        assert reported[f"sst2/{name}"]["per_seed"] == summary["fronts"][f"sst2/2000/{name}"]["hypervolume_seeds"][
+            "per_seed"]
+    assert reported["sst2/warm3"]["mean"] > reported["sst2/cold"]["mean"]
 
 
 def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
