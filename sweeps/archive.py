@@ -4,9 +4,9 @@ numbers can be published beside it.
 
     DIR/experiment.json           {"experiment": name}
     DIR/runs/<run_id>/run.json    run name, status, start and end times, params, tags, every metric's history
-    DIR/runs/<run_id>/artifacts/  what `report`, `pareto` and `claims` read: predictions/ (the warm-up's
-                                  too), adapter.json, spectra.json, spec.json. Not adapters, models or warm-up
-                                  checkpoints (megabytes each; re-run a trial to export it).
+    DIR/runs/<run_id>/artifacts/  what `report` and `claims` read, predictions/ (the warm-up's too), and a
+                                  launch's spec.json: about 40 KB a trial. Not adapters, spectra, models or
+                                  warm-up checkpoints (re-run a trial to export it).
 
 `archive` adds to DIR: each launch of a sweep adds its runs, and a run archived before is written again
 only if it changed (a trial that finished since). `restore` adds the archived runs to the experiment of the
@@ -26,7 +26,7 @@ from .pareto import search_all_runs
 
 EXPERIMENT_FILE = "experiment.json"
 RUN_FILE = "run.json"
-KEPT_ARTIFACTS = ("predictions", "adapter.json", "spectra.json", "spec.json")
+KEPT_ARTIFACTS = ("predictions", "spec.json")
 ARCHIVED_RUN_TAG = "qrlora.archived_run_id"
 PARENT_TAG = "mlflow.parentRunId"
 BATCH_METRICS, BATCH_PARAMS = 1000, 100  # MLflow's log_batch limits per request (params and tags alike)
