@@ -300,13 +300,14 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
                                  max_results=1)
     if not parents:
         raise ValueError(f"--experiment: {experiment!r} has no sweep parent run (tag qrlora.role = 'sweep')")
-    # A task the sweep has not run (yet: launches add tasks and seeds) leaves its claims untested, said so;
-    # a selector that matches nothing within a task that ran is a mistake in the file.
-    ran = {run.data.tags.get("task") for run in runs}
-    untested = [claim for claim in claims if claim.task not in ran]
-    claims = [claim for claim in claims if claim.task in ran]
+    # A task or protocol the sweep has not run (yet: launches add tasks, protocols and seeds) leaves its
+    # claims untested, said so; a selector that matches nothing within a condition that ran is a mistake.
+    untested = [(claim, why) for claim in claims if (why := not_run(claim, runs))]
+    claims = [claim for claim in claims if not not_run(claim, runs)]
     if not claims:
-        raise ValueError(f"--claims: no claim is about a task {experiment!r} ran ({', '.join(sorted(ran))})")
+        ran = {run.data.tags.get("task") for run in runs}
+        raise ValueError(f"--claims: no claim is about a task and protocol {experiment!r} ran "
+                         f"(tasks: {', '.join(sorted(ran))})")
     fields = config_fields(runs)
     sides = [(claim, select(claim, "a", runs, fields), select(claim, "b", runs, fields)) for claim in claims]
     for claim, a, b in sides:
@@ -378,14 +379,23 @@ def caption(results: list[Result], stopped: int) -> str:
     return text
 
 
-UNTESTED = "untested"  # the verdict of a claim about a task the experiment has no runs of
+UNTESTED = "untested"  # the verdict of a claim about a task or protocol the experiment has no runs of
+CONDITION_PARAMS = ("warmup_epochs",)  # a selector's protocol: not yet run, rather than a mistake
 
 
-def _untested_note(claim: Claim) -> str:
-    return f"no {claim.task} runs in this experiment"
+def not_run(claim: Claim, runs: list[Run]) -> str | None:
+    """Why `claim` cannot be tested yet: its task, or the protocol a selector names, has no runs."""
+    task_runs = [run for run in runs if run.data.tags.get("task") == claim.task]
+    if not task_runs:
+        return f"no {claim.task} runs in this experiment"
+    for selector in (claim.a, claim.b):
+        for name in CONDITION_PARAMS:
+            if name in selector and not any(_same(config_params(run).get(name), selector[name]) for run in task_runs):
+                return f"no {claim.task} runs with {name}={selector[name]} in this experiment"
+    return None
 
 
-def markdown(results: list[Result], stopped: int = 0, untested: list[Claim] = ()) -> str:
+def markdown(results: list[Result], stopped: int = 0, untested: list[tuple[Claim, str]] = ()) -> str:
     header = ["claim", "task", "a", "b", "relation", f"effect [{100 * CONFIDENCE:g}% CI]", "p", "p_holm", "seeds",
               "verdict", "seeds to decide"]
     lines = [caption(results, stopped), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -397,14 +407,14 @@ def markdown(results: list[Result], stopped: int = 0, untested: list[Claim] = ()
                  f"**{result.verdict}**" if result.verdict != "inconclusive" else result.verdict,
                  result.seeds_to_decide() or "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    for claim in untested:
+    for claim, why in untested:
         cells = [claim.name, claim.task, _selector_text(claim.a), _selector_text(claim.b), _claim_text(claim), "-",
-                 "-", "-", "0", f"{UNTESTED} ({_untested_note(claim)})", "-"]
+                 "-", "-", "0", f"{UNTESTED} ({why})", "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, results: list[Result], untested: list[Claim] = ()) -> None:
+def write_csv(path: Path, results: list[Result], untested: list[tuple[Claim, str]] = ()) -> None:
     """One row per claim, exactly CSV_COLUMNS; run_ids: a's runs then b's, seed order, joined by `;`;
     untested claims last, with n_seeds 0 and no numbers."""
     with path.open("w", newline="") as handle:
@@ -417,13 +427,13 @@ def write_csv(path: Path, results: list[Result], untested: list[Claim] = ()) -> 
                              "effect": effect.effect, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
                              "p_value": effect.p_value, "p_holm": result.p_holm, "n_seeds": effect.n_seeds,
                              "verdict": result.verdict, "run_ids": ";".join(result.run_ids)})
-        for claim in untested:
+        for claim, _ in untested:
             writer.writerow({"name": claim.name, "task": claim.task, "a": _selector_text(claim.a),
                              "b": _selector_text(claim.b), "relation": claim.relation, "margin": claim.margin,
                              "n_seeds": 0, "verdict": UNTESTED})
 
 
-def summary_lines(results: list[Result], untested: list[Claim] = ()) -> list[str]:
+def summary_lines(results: list[Result], untested: list[tuple[Claim, str]] = ()) -> list[str]:
     """What the command prints: per claim its verdict, effect, interval, seeds, and seeds to decide."""
     lines = []
     for result in results:
@@ -435,4 +445,4 @@ def summary_lines(results: list[Result], untested: list[Claim] = ()) -> list[str
         if result.verdict == "inconclusive":
             line += f"; seeds to decide: {result.seeds_to_decide()}"
         lines.append(line)
-    return lines + [f"{UNTESTED}: {claim.name} [{claim.task}]: {_untested_note(claim)}" for claim in untested]
+    return lines + [f"{UNTESTED}: {claim.name} [{claim.task}]: {why}" for claim, why in untested]

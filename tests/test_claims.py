@@ -177,7 +177,7 @@ ACCURACY = {"full": 0.9, "lora": 0.85, ("qrlora", "0.5"): 0.6, ("qrlora", "0.3")
 def log_trial(client, experiment, parent, root, method, seed, prediction, label, tau=None, start=None,
               warmup=None, status="FINISHED") -> str:
     params = {"task": "mrpc", "method": method, "seed": seed, "lr": "0.01", "train_size": "2000", "keep": "last",
-              "selection": "dev"}
+              "selection": "dev", "warmup_epochs": "3"}
     if method != "full":
         qrlora = method == "qrlora"
         params |= {"layers": "last:4" if qrlora else "all", "matrices": "q" if qrlora else "q,v"}
@@ -252,11 +252,13 @@ def write_claims(path: Path, claims: list[dict]) -> Path:
 
 
 UNRUN = {"name": "QR-LoRA matches full on RTE", "task": "rte", "a": QR, "b": {"method": "full"}, "relation": ">="}
+UNRUN_PROTOCOL = {"name": "QR-LoRA matches full, cold", "task": "mrpc", "a": {**QR, "warmup_epochs": 0},
+                  "b": {"method": "full", "warmup_epochs": 0}, "relation": ">="}  # the store's runs are all warm
 
 
 def test_claims_cli_writes_verdicts_and_logs_them_to_the_parent_run(store, tmp_path, capsys):
-    """...and a claim about a task the sweep has not run (yet) is listed as untested, not tested."""
-    claims_file = write_claims(tmp_path / "claims.yaml", [*CLAIMS, UNRUN])
+    """...and a claim about a task or protocol the sweep has not run (yet) is listed as untested, not tested."""
+    claims_file = write_claims(tmp_path / "claims.yaml", [*CLAIMS, UNRUN, UNRUN_PROTOCOL])
     out = tmp_path / "out"
     assert main(["claims", "--experiment", "sweep", "--claims", str(claims_file), "--out", str(out),
                  "--tracking-uri", store["uri"]]) == 0
@@ -289,6 +291,9 @@ def test_claims_cli_writes_verdicts_and_logs_them_to_the_parent_run(store, tmp_p
     unrun = rows[UNRUN["name"]]  # not in Holm's family, no numbers
     assert (unrun["verdict"], unrun["n_seeds"], unrun["effect"], unrun["p_holm"]) == ("untested", "0", "", "")
     assert "untested: QR-LoRA matches full on RTE [rte]: no rte runs in this experiment" in printed
+    assert rows[UNRUN_PROTOCOL["name"]]["verdict"] == "untested"
+    assert "untested: QR-LoRA matches full, cold [mrpc]: no mrpc runs with warmup_epochs=0 in this experiment" \
+        in printed
     assert "inconclusive: LoRA against itself" in printed and "seeds to decide: never" in printed
     assert "holds: full ahead of QR-LoRA by 5 points" in printed and "3 seeds" in printed
     markdown = (out / "claims.md").read_text()
