@@ -501,6 +501,18 @@ def _label(config: dict, skip: tuple[str, ...] = ()) -> str:
                      for name, value in config.items() if name not in skip and value != "-")
 
 
+def _fixed_per_method(rows: list[dict]) -> tuple[str, ...]:
+    """Fields that take one value within each method on each panel (its default lr, say; the training size
+    and protocol, which panels split by): the panel and the method's name already say them, so a figure's
+    labels leave them out, and one configuration keeps one label and colour across panels."""
+    values: dict[str, dict[tuple, set]] = {}
+    for row in rows:
+        for name, value in row["config"].items():
+            values.setdefault(name, {}).setdefault((_condition_part(row), row["config"].get("method")), set()).add(value)
+    return tuple(name for name, seen in values.items()
+                 if name != "method" and all(len(found) == 1 for found in seen.values()))
+
+
 def _panels(count: int, rows: int = 1) -> tuple[Figure, list]:
     figure = Figure(figsize=(4.8 * count + 2.5, 3.8 * rows), layout="constrained")
     FigureCanvasAgg(figure)
@@ -509,13 +521,16 @@ def _panels(count: int, rows: int = 1) -> tuple[Figure, list]:
 
 GRID_COLUMNS = 3  # panels per row: a grid that stays readable at page width
 PANEL_SIZE = (3.3, 2.7)  # inches per panel
+MIN_GRID_WIDTH = 7.0  # inches
+LEGEND_FONT, LEGEND_CHAR, LEGEND_ROW = 7, 0.055, 0.16  # points; inches per character and per row at that size
 
 
 def _grid(count: int) -> tuple[Figure, list]:
     """`count` panels in rows of at most GRID_COLUMNS (empty cells removed), the legend to go below."""
     columns = min(count, GRID_COLUMNS)
     rows = math.ceil(count / columns)
-    figure = Figure(figsize=(PANEL_SIZE[0] * columns + 0.4, PANEL_SIZE[1] * rows + 1.0), layout="constrained")
+    width = max(PANEL_SIZE[0] * columns + 0.4, MIN_GRID_WIDTH)  # one panel still leaves room for the legend
+    figure = Figure(figsize=(width, PANEL_SIZE[1] * rows + 1.0), layout="constrained")
     FigureCanvasAgg(figure)
     axes = list(figure.subplots(rows, columns, squeeze=False).ravel())
     for ax in axes[count:]:
@@ -549,14 +564,19 @@ def _with_legend(figure: Figure, axes) -> Figure:
 
 
 def _with_legend_below(figure: Figure, axes: list) -> Figure:
-    """One legend for all panels, every configuration once, below the grid in as many columns as the grid
-    has (long configuration labels: more would run past the figure's edges)."""
+    """One legend for all panels, every configuration once, below the grid in as many columns as the
+    longest label lets fit in the figure's width; the figure grows by the legend's height, so a study of
+    many configurations (the method zoo's 18) does not squeeze its panels away."""
     entries: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    figure.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=7, frameon=False,
-                  ncols=max(1, min(len(entries), len(axes), GRID_COLUMNS)))
+    width, height = figure.get_size_inches()
+    longest = max((len(label) for label in entries), default=1)
+    columns = max(1, min(len(entries), int(width // (LEGEND_CHAR * longest + 0.5))))
+    figure.set_size_inches(width, height + LEGEND_ROW * math.ceil(len(entries) / columns))
+    figure.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=LEGEND_FONT,
+                  frameon=False, ncols=columns)
     return figure
 
 
@@ -629,15 +649,17 @@ def fronts_figure(table: dict) -> Figure | None:
     if not conditions:
         return None
     figure, axes = _grid(len(conditions))
-    labels = list(dict.fromkeys(_label(row["config"]) for row in table["rows"] if not row["warmup"]))
+    method_rows = [row for row in table["rows"] if not row["warmup"]]
+    skip = _fixed_per_method(method_rows)
+    labels = list(dict.fromkeys(_label(row["config"], skip) for row in method_rows))
     colours = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]  # distinct up to 20 configurations
     colour_of = {label: colours(index % colours.N) for index, label in enumerate(labels)}
     for ax, (task, part) in zip(axes, conditions):
         points = _front_points(table, task, part)
         for cost, score, row in points:
-            label = _label(row["config"]) + (f" ({row['stopped']} stopped early)" if row["stopped"] else "")
+            label = _label(row["config"], skip) + (f" ({row['stopped']} stopped early)" if row["stopped"] else "")
             _means_with_intervals(ax, [max(cost, 1)], [score], [row["score_intervals"].get(task)], label,
-                                  linestyle="", color=colour_of[_label(row["config"])],
+                                  linestyle="", color=colour_of[_label(row["config"], skip)],
                                   marker=STOPPED_MARKER if row["stopped"] else "o")
         front = pareto_front([score.mean for _, score, _ in points], [cost for cost, _, _ in points])
         ax.step([max(points[i][0], 1) for i in front], [points[i][1].mean for i in front], where="post", color="0.2")
