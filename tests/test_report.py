@@ -256,6 +256,20 @@ def test_each_protocol_gets_its_own_front_and_hypervolume(store, tmp_path):
         assert reported[f"sst2/{name}"]["per_seed"] == summary["fronts"][f"sst2/2000/{name}"]["hypervolume_seeds"][
             "per_seed"]
     assert reported["sst2/warm3"]["mean"] > reported["sst2/cold"]["mean"]
+    # fronts.png: a panel per protocol; labels leave out what the panel says (the protocol), so each
+    # configuration keeps one label and colour across panels
+    from sweeps.pareto import TRIAL_FILTER, search_all_runs
+    from sweeps.report import build_table, fronts_figure
+
+    table = build_table(client, search_all_runs(client, experiment, TRIAL_FILTER), "score")
+    assert "warmup_epochs" in table["fields"]
+    figure = fronts_figure(table)
+    assert [ax.get_title().splitlines()[0] for ax in figure.axes] == ["sst2/cold", "sst2/warm3"]
+    colours = [{line.get_label(): line.get_color() for line in ax.lines if not line.get_label().startswith("_")}
+               for ax in figure.axes]
+    # lora ran one rank: its label is the method alone; qrlora ran two taus
+    assert set(colours[0]) == {"qrlora, tau=0.5", "qrlora, tau=0.3", "lora"} and colours[0] == colours[1]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == list(colours[0])
 
 
 def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
