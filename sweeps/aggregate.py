@@ -43,6 +43,21 @@ def config_params(run: Run) -> dict[str, str]:
     return {**defaults, **run.data.params, **{name: value for name, value in derived.items() if value is not None}}
 
 
+def same_value(recorded: str | None, wanted: str) -> bool:
+    """A recorded param against a wanted value: equal as text, as numbers (0.5 == '0.50', 2000 ==
+    '2000.0') or as booleans (true == 'True')."""
+    if recorded is None:
+        return False
+    if recorded == wanted:
+        return True
+    if wanted.lower() in ("true", "false", "none"):
+        return recorded.lower() == wanted.lower()
+    try:
+        return float(recorded) == float(wanted)
+    except ValueError:
+        return False
+
+
 def config_fields(runs: list[Run]) -> list[str]:
     """`method`, then the params that take more than one value among the runs that record them (which
     params a run records depends on its method, which the `method` column already says)."""

@@ -37,6 +37,7 @@ from trainables.predictions import PREDICTIONS_DIR
 
 from . import stats
 from .aggregate import config_fields, config_params, full_budget, group, one_per_seed, warmup_checkpoints
+from .aggregate import same_value as _same
 from .finite import finite
 from .pareto import SWEEP_FILTER, TRIAL_FILTER, search_all_runs
 from .run_predictions import WARMUP_FOLDER, RunPredictions
@@ -148,21 +149,6 @@ def read_claims(path: str | os.PathLike) -> list[Claim]:
     except yaml.YAMLError as error:
         raise ValueError(f"--claims: {path} is not valid YAML: {' '.join(str(error).split())}") from None
     return parse_claims(values, str(path))
-
-
-def _same(recorded: str | None, wanted: str) -> bool:
-    """A recorded param against a selector value: equal as text, as numbers (0.5 == '0.50', 2000 ==
-    '2000.0') or as booleans (true == 'True')."""
-    if recorded is None:
-        return False
-    if recorded == wanted:
-        return True
-    if wanted.lower() in ("true", "false", "none"):
-        return recorded.lower() == wanted.lower()
-    try:
-        return float(recorded) == float(wanted)
-    except ValueError:
-        return False
 
 
 @dataclass

@@ -87,6 +87,13 @@ def _narrow(values: dict, key: str, chosen: list | None) -> None:
     values[key] = chosen
 
 
+def _param_value(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name or not value:
+        raise argparse.ArgumentTypeError(f"expected PARAM=VALUE, got {text!r}")
+    return name, value
+
+
 def _items(convert: Callable[[str], Any]) -> Callable[[str], list]:
     def parse(text: str) -> list:
         return [convert(item) for item in text.split(",") if item.strip()]
@@ -156,7 +163,7 @@ def command_report(args: argparse.Namespace) -> int:
 
     try:
         written = write_report(args.experiment, args.out, tracking_uri=_uri(args), metric=args.metric,
-                               include_stopped=args.include_stopped)
+                               include_stopped=args.include_stopped, where=dict(args.where or []))
     except ValueError as error:
         args.parser.error(str(error))
     print((Path(args.out) / "table.md").read_text())
@@ -322,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", default="score", help="score (last epoch, default) or best_score (best epoch)")
     report.add_argument("--include-stopped", action="store_true",
                         help="average trials asha/mo_asha stopped early too (default: left out, counted)")
+    report.add_argument("--where", type=_param_value, action="append", metavar="PARAM=VALUE",
+                        help="only runs recording this param value, e.g. warmup_epochs=0 (one protocol); repeatable")
     report.add_argument("--tracking-uri", default=None)
     claims = command("claims", command_claims, "test a paper's claims on a sweep's per-example predictions")
     claims.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")

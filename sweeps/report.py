@@ -41,7 +41,8 @@ from trainables.glue import TASKS, get_task
 from trainables.methods import METHODS
 
 from . import stats
-from .aggregate import Cell, cell, config_fields, full_budget, group, stopped_early, warmup_checkpoints
+from .aggregate import Cell, cell, config_fields, config_params, full_budget, group, same_value, stopped_early, \
+    warmup_checkpoints
 from .conditions import protocol_text, size_order, size_text, warmup_text
 from .run_predictions import RunPredictions
 from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, model_params, pareto_front, reference_point, \
@@ -81,11 +82,12 @@ SeedPredictions = dict[str, tuple[np.ndarray, np.ndarray]]  # seed -> (predictio
 
 
 def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str | None = None,
-                 metric: str = "score", include_stopped: bool = False) -> dict:
+                 metric: str = "score", include_stopped: bool = False, where: dict[str, str] | None = None) -> dict:
     """Write the table and figures of sweep `experiment` to `out_dir`; returns what was written.
 
     Trials that asha or mo_asha stopped at a rung are left out of the cells (and counted in the caption)
-    unless `include_stopped`: their scores come from fewer epochs than the other seeds'."""
+    unless `include_stopped`: their scores come from fewer epochs than the other seeds'. `where` keeps only
+    runs recording those params (`{"warmup_epochs": "0"}`: one protocol, bold against its own best)."""
     if metric not in METRICS:
         raise ValueError(f"--metric: unknown {metric!r}; choose one of {', '.join(METRICS)}")
     client = MlflowClient(tracking_uri)
@@ -96,6 +98,12 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
             if run.data.tags.get("task") in TASKS]
     if not runs:
         raise ValueError(f"--experiment: {experiment!r} has no FINISHED trial runs")
+    for name, wanted in (where or {}).items():
+        recorded = sorted({config_params(run).get(name, "-") for run in runs})
+        runs = [run for run in runs if same_value(config_params(run).get(name), wanted)]
+        if not runs:
+            raise ValueError(f"--where: no FINISHED trial run of {experiment!r} has {name}={wanted} "
+                             f"(recorded: {', '.join(recorded)})")
     runs = [run for run in runs if metric in run.data.metrics]
     if not runs:
         raise ValueError(f"--metric: no FINISHED trial run of {experiment!r} records {metric!r}")

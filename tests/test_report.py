@@ -270,6 +270,14 @@ def test_each_protocol_gets_its_own_front_and_hypervolume(store, tmp_path):
     # lora ran one rank: its label is the method alone; qrlora ran two taus
     assert set(colours[0]) == {"qrlora, tau=0.5", "qrlora, tau=0.3", "lora"} and colours[0] == colours[1]
     assert [text.get_text() for text in figure.legends[0].get_texts()] == list(colours[0])
+    # --where warmup_epochs=3: one protocol's table, bold against its own best
+    warm = write_report("protocols", tmp_path / "warm", uri, where={"warmup_epochs": "3"})
+    assert set(warm["hypervolume"]) == {"sst2"} and warm["rows"] == 4  # 3 configurations, the warm-up checkpoint
+    assert warm["hypervolume"]["sst2"]["per_seed"] == reported["sst2/warm3"]["per_seed"]
+    rows = [row for row in csv.DictReader(open(tmp_path / "warm" / "table.csv")) if row["method"] != "warm-up checkpoint"]
+    assert "warmup_epochs" not in rows[0]
+    assert sorted(float(row["SST-2 mean"]) for row in rows) == pytest.approx(sorted(
+        statistics.fmean(values) for values in scores[3].values()))
 
 
 def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
@@ -301,7 +309,10 @@ def test_report_errors_are_one_line_and_write_nothing(store, tmp_path, capsys):
              (["--experiment", "only-failed"], "--experiment: 'only-failed' has no FINISHED trial runs"),
              (["--experiment", "cold", "--metric", "best_score"],
               "--metric: no FINISHED trial run of 'cold' records 'best_score'"),
-             (["--experiment", "cold", "--metric", "top"], "--metric: unknown 'top'; choose one of score, best_score")]
+             (["--experiment", "cold", "--metric", "top"], "--metric: unknown 'top'; choose one of score, best_score"),
+             (["--experiment", "cold", "--where", "lr=0.5"],
+              "--where: no FINISHED trial run of 'cold' has lr=0.5 (recorded: 0.1)"),
+             (["--experiment", "cold", "--where", "lr"], "argument --where: expected PARAM=VALUE, got 'lr'")]
     for args, message in cases:
         status, lines = run_cli(tmp_path, ["report", *args, "--out", "out", "--tracking-uri", uri], capsys)
         assert status == 2 and len(lines) == 1, lines
