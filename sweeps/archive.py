@@ -8,8 +8,8 @@ numbers can be published beside it.
                                   launch's spec.json: about 40 KB a trial. Not adapters, spectra, models or
                                   warm-up checkpoints (re-run a trial to export it).
 
-`archive` adds to DIR: each launch of a sweep adds its runs, and a run archived before is written again
-only if it changed (a trial that finished since). `restore` adds the archived runs to the experiment of the
+`archive` adds to DIR: each launch of a sweep adds its runs, a run archived before is written again only
+if it changed (a trial that finished since), and a restored copy of an archived run is not written again. `restore` adds the archived runs to the experiment of the
 same name, parents first, each trial's `mlflow.parentRunId` pointing at its restored parent; a run restored
 before (tag `qrlora.archived_run_id`) is skipped, so restoring twice changes nothing.
 """
@@ -45,6 +45,9 @@ def archive_experiment(experiment: str, out: str | Path, tracking_uri: str) -> d
     (out / EXPERIMENT_FILE).write_text(json.dumps({"experiment": experiment}) + "\n")
     written = 0
     for run in runs:
+        copied_from = run.data.tags.get(ARCHIVED_RUN_TAG)
+        if copied_from and (out / "runs" / copied_from / RUN_FILE).exists():
+            continue  # a restored copy of a run this archive holds (restore, launch, archive: the next machine)
         record = _record(client, run)
         folder = out / "runs" / run.info.run_id
         if (folder / RUN_FILE).exists() and json.loads((folder / RUN_FILE).read_text()) == record:

@@ -179,6 +179,9 @@ def test_a_later_launch_adds_only_its_runs_and_restoring_twice_adds_nothing(stor
     assert cli(["restore", str(archive), "--tracking-uri", target]) == 0
     assert "restored 0 runs into experiment zoo (9 of the archive's 9 were there already)" in capsys.readouterr().out
     assert len(runs_of(mlflow.MlflowClient(target), "zoo")) == 9
+    # the next machine archives from its restored store: the copies are not archived again
+    assert cli(["archive", "--experiment", "zoo", "--out", str(archive), "--tracking-uri", target]) == 0
+    assert "0 runs written, 9 unchanged" in capsys.readouterr().out and listing(archive) == before
 
     # A second launch into the same experiment (a fresh module store would be cleaner; this one is restored
     # by each test from its own archive, so adding to it here changes no other test's counts).
