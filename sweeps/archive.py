@@ -48,15 +48,15 @@ def archive_experiment(experiment: str, out: str | Path, tracking_uri: str) -> d
         copied_from = run.data.tags.get(ARCHIVED_RUN_TAG)
         if copied_from and (out / "runs" / copied_from / RUN_FILE).exists():
             continue  # a restored copy of a run this archive holds (restore, launch, archive: the next machine)
-        record = _record(client, run)
+        text = json.dumps(_record(client, run), indent=1, sort_keys=True) + "\n"  # as text: NaN != NaN as floats
         folder = out / "runs" / run.info.run_id
-        if (folder / RUN_FILE).exists() and json.loads((folder / RUN_FILE).read_text()) == record:
+        if (folder / RUN_FILE).exists() and (folder / RUN_FILE).read_text() == text:
             continue
         staging = folder.with_name(f"{folder.name}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         _download_kept_artifacts(client, run.info.run_id, staging / "artifacts")
-        (staging / RUN_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        (staging / RUN_FILE).write_text(text)
         shutil.rmtree(folder, ignore_errors=True)
         staging.rename(folder)
         written += 1

@@ -204,6 +204,23 @@ def test_a_later_launch_adds_only_its_runs_and_restoring_twice_adds_nothing(stor
         source.delete_run(parent)
 
 
+def test_a_diverged_trial_keeps_its_nan_and_is_not_rewritten(tmp_path, capsys):
+    """A NaN score is data about the trial: archived and restored as NaN, and unchanged on the next archive."""
+    uri, target, archive = f"sqlite:///{tmp_path}/nan.db", f"sqlite:///{tmp_path}/copy.db", tmp_path / "archive"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("nan", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    trial = client.create_run(experiment, tags={"qrlora.role": "trial", "mlflow.parentRunId": parent}).info.run_id
+    client.log_batch(trial, metrics=[Metric("score", float("nan"), 1, 1)])
+    client.set_terminated(trial, "FINISHED")
+    for written in (2, 0):
+        assert cli(["archive", "--experiment", "nan", "--out", str(archive), "--tracking-uri", uri]) == 0
+        assert f"{written} runs written, {2 - written} unchanged" in capsys.readouterr().out
+    assert cli(["restore", str(archive), "--tracking-uri", target]) == 0
+    (copy,) = [run for run in runs_of(mlflow.MlflowClient(target), "nan") if "mlflow.parentRunId" in run.data.tags]
+    assert np.isnan(copy.data.metrics["score"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["archive", "--experiment", "nope", "--out", "{tmp}/out"], "--experiment: no experiment 'nope'"),
     (["archive", "--experiment", "zoo", "--out", "{tmp}/busy"], "is neither empty nor an archive of 'zoo'"),
