@@ -7,12 +7,16 @@ A claims file (YAML) names pairs of configurations and what the paper says of th
         task: mrpc
         a: {method: qrlora, layers: "last:4", matrices: q}   # any recorded params; or {warmup: true}
         b: {method: full}
-        relation: ">="        # ">=": a >= b - margin;  ">": a > b + margin
+        relation: ">="        # ">=": a >= b - margin;  ">": a > b + margin;  "!=": |a - b| > margin
         margin: 0.0           # in score units (optional, default 0)
+        across: {warmup_epochs: [3, 0]}   # optional: the effect becomes (a - b at 3) - (a - b at 0)
 
 For each claim: the paired effect a - b on the task's dev `score`, over the seeds both ran, with a 95%
 interval (bootstrap over seeds, then dev examples within each seed, the same examples for a and b), a
 paired permutation p-value, Holm's correction across the file, and a verdict (`sweeps.stats.verdict`).
+With `across` (one recorded param, two values) the claim is about an interaction: how much moving that
+param (the protocol) moves the gap between a and b, each side selected at each value, four sides on the
+same examples (`sweeps.stats.interaction_effect`); `"!="` then asks whether it changes the gap at all.
 `claims.md` and `claims.csv` are written to the output folder and logged to the sweep's newest parent
 run under `claims/`. Runs are read as `report` reads them: FINISHED trial runs, early-stopped ones left
 out, the newest run of each seed, a seed whose newest run scored NaN or infinity left out.
@@ -42,10 +46,10 @@ from .finite import finite
 from .pareto import SWEEP_FILTER, TRIAL_FILTER, search_all_runs
 from .run_predictions import WARMUP_FOLDER, RunPredictions
 
-CLAIM_KEYS = ("name", "task", "a", "b", "relation", "margin")
+CLAIM_KEYS = ("name", "task", "a", "b", "relation", "margin", "across")
 REQUIRED_KEYS = ("name", "task", "a", "b", "relation")
-CSV_COLUMNS = ("name", "task", "a", "b", "relation", "margin", "effect", "ci_low", "ci_high", "p_value", "p_holm",
-               "n_seeds", "verdict", "run_ids")
+CSV_COLUMNS = ("name", "task", "a", "b", "across", "relation", "margin", "effect", "ci_low", "ci_high", "p_value",
+               "p_holm", "n_seeds", "verdict", "run_ids")
 OUTPUT_FILES = ("claims.md", "claims.csv")
 METRIC = "score"
 CONFIDENCE = 0.95
@@ -62,6 +66,20 @@ class Claim:
     b: dict[str, str]
     relation: str
     margin: float
+    across: tuple[str, str, str] | None = None  # (param, first value, second value): an interaction claim
+
+    def sides(self) -> list[tuple[str, dict[str, str]]]:
+        """(name, selector) of each side in the contrast's order: a, b; with `across`, a and b at the first
+        value, then at the second."""
+        if self.across is None:
+            return [("a", self.a), ("b", self.b)]
+        name, first, second = self.across
+        return [(side, {**selector, name: value}) for value in (first, second)
+                for side, selector in (("a", self.a), ("b", self.b))]
+
+    def across_text(self) -> str:
+        """`warmup_epochs=3 vs 0`, or '' without `across`."""
+        return f"{self.across[0]}={self.across[1]} vs {self.across[2]}" if self.across else ""
 
 
 def _selector_text(selector: dict[str, str]) -> str:
@@ -134,9 +152,29 @@ def parse_claims(values: Any, source: str = "claims") -> list[Claim]:
         margin = entry.get("margin", 0.0)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
             raise ValueError(f"{where}: margin: need a number >= 0 in score units (0.02 = 2 points), got {margin!r}")
-        claims.append(Claim(name=name, task=task, a=_parse_selector(f"{where}: a", entry["a"]),
-                            b=_parse_selector(f"{where}: b", entry["b"]), relation=relation, margin=float(margin)))
+        a, b = _parse_selector(f"{where}: a", entry["a"]), _parse_selector(f"{where}: b", entry["b"])
+        across = _parse_across(f"{where}: across", entry["across"], a, b) if "across" in entry else None
+        claims.append(Claim(name=name, task=task, a=a, b=b, relation=relation, margin=float(margin), across=across))
     return claims
+
+
+def _parse_across(where: str, value: Any, a: dict[str, str], b: dict[str, str]) -> tuple[str, str, str]:
+    """`{param: [first, second]}`: one recorded param that neither selector names, two different values."""
+    if not isinstance(value, dict) or len(value) != 1:
+        raise ValueError(f"{where}: need one param and its two values, e.g. {{warmup_epochs: [3, 0]}}; got {value!r}")
+    (name, values), = value.items()
+    if not isinstance(name, str) or name == WARMUP_KEY:
+        raise ValueError(f"{where}: need a recorded param name (not {WARMUP_KEY!r}), got {name!r}")
+    if not isinstance(values, (list, tuple)) or len(values) != 2 \
+            or any(isinstance(item, (dict, list, tuple)) for item in values):
+        raise ValueError(f"{where}.{name}: need a list of two values [first, second], got {values!r}")
+    first, second = (_param_text(item) for item in values)
+    if _same(first, second):
+        raise ValueError(f"{where}.{name}: the two values must differ, got {first} twice")
+    for side, selector in (("a", a), ("b", b)):
+        if name in selector:
+            raise ValueError(f"{where}.{name}: {side} names {name} too; `across` sets it for both sides")
+    return name, first, second
 
 
 def read_claims(path: str | os.PathLike) -> list[Claim]:
@@ -177,10 +215,10 @@ def _values_hint(runs: list[Run], selector: dict[str, str]) -> str:
     return f" ({'; '.join(hints)})" if hints else ""
 
 
-def select(claim: Claim, side: str, runs: list[Run], fields: list[str]) -> Side:
-    """The runs of `claim`'s side `side` ('a' or 'b') among `runs` (the experiment's usable trial runs):
-    those of exactly one configuration of the claim's task, one per seed."""
-    selector = getattr(claim, side)
+def select(claim: Claim, side: str, selector: dict[str, str], runs: list[Run], fields: list[str]) -> Side:
+    """The runs `selector` (`claim`'s side `side`, 'a' or 'b') picks among `runs` (the experiment's usable
+    trial runs): those of exactly one configuration of the claim's task, one per seed. Its label leaves
+    out the param the claim varies `across`."""
     where = f"claim {claim.name!r}: {side} ({_selector_text(selector)})"
     task_runs = [run for run in runs if run.data.tags.get("task") == claim.task]
     if not task_runs:
@@ -209,17 +247,22 @@ def select(claim: Claim, side: str, runs: list[Run], fields: list[str]) -> Side:
         newest = {}
         for run in sorted(candidates, key=lambda run: run.info.start_time or 0):
             newest[_seed(run)] = run
-        label = "warm-up checkpoint" + (f" ({_selector_text(dict(key))})" if key else "")
+        label = "warm-up checkpoint" + (f" ({_selector_text(shown)})" if (shown := _shown(claim, key)) else "")
     else:
         newest = {_seed(run): run for run in one_per_seed(config_runs)
                   if finite(run.data.metrics.get(METRIC))}  # a seed whose newest run diverged: left out
-        label = _selector_text(dict(key))
+        label = _selector_text(_shown(claim, key))
     if not newest:
         raise ValueError(f"{where}: every seed's newest run scored NaN or infinity (diverged)")
     chosen = dict(sorted(newest.items()))
     return Side(label=label, warmup=warmup, runs=chosen,
                 selection={run.data.params.get("selection", "dev") for run in chosen.values()},
                 keep={run.data.params.get("keep", "last") for run in chosen.values()})
+
+
+def _shown(claim: Claim, key: tuple) -> dict[str, str]:
+    """A configuration's params as its label shows them: without the param the claim varies `across`."""
+    return {name: value for name, value in key if not claim.across or name != claim.across[0]}
 
 
 def claim_predictions(claim: Claim, run: Run, warmup: bool, loaded: RunPredictions) -> tuple[np.ndarray, np.ndarray]:
@@ -236,16 +279,23 @@ def claim_predictions(claim: Claim, run: Run, warmup: bool, loaded: RunPredictio
 @dataclass
 class Result:
     claim: Claim
-    a: Side
-    b: Side
+    sides: list[Side]  # in `claim.sides()` order: a, b (then a, b at the second value of `across`)
     effect: stats.PairedEffect
     p_holm: float
     verdict: str
 
     @property
+    def a(self) -> Side:
+        return self.sides[0]
+
+    @property
+    def b(self) -> Side:
+        return self.sides[1]
+
+    @property
     def run_ids(self) -> list[str]:
-        """a's runs then b's, of the seeds both ran, in seed order."""
-        return [side.runs[seed].info.run_id for side in (self.a, self.b) for seed in self.effect.seeds]
+        """Each side's runs in `claim.sides()` order (a's then b's), of the seeds all sides ran, in seed order."""
+        return [side.runs[seed].info.run_id for side in self.sides for seed in self.effect.seeds]
 
     def seeds_to_decide(self) -> str:
         """Seeds the measured seed-to-seed spread would need to decide the claim at its margin."""
@@ -253,9 +303,8 @@ class Result:
             return ""
         if self.effect.n_seeds < 2:
             return "n/a (one seed: no spread)"
-        needed = stats.seeds_needed(self.effect.per_seed,
-                                    self.effect.effect - stats.boundary(self.claim.relation, self.claim.margin),
-                                    CONFIDENCE)
+        needed = stats.seeds_needed(self.effect.per_seed, stats.decision_distance(
+            self.effect.effect, self.claim.relation, self.claim.margin), CONFIDENCE)
         return "never" if needed is None else str(needed)
 
 
@@ -295,25 +344,27 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
         raise ValueError(f"--claims: no claim is about a task and protocol {experiment!r} ran "
                          f"(tasks: {', '.join(sorted(ran))})")
     fields = config_fields(runs)
-    sides = [(claim, select(claim, "a", runs, fields), select(claim, "b", runs, fields)) for claim in claims]
-    for claim, a, b in sides:
-        if not set(a.runs) & set(b.runs):
-            raise ValueError(f"claim {claim.name!r}: a ran seeds {sorted(a.runs)}, b ran seeds {sorted(b.runs)}: "
-                             f"no seed in common")
+    chosen = [(claim, [select(claim, name, selector, runs, fields) for name, selector in claim.sides()])
+              for claim in claims]
+    for claim, sides in chosen:
+        if not set.intersection(*(set(side.runs) for side in sides)):
+            ran = ", ".join(f"{name}{f' at {claim.across[0]}={selector[claim.across[0]]}' if claim.across else ''} "
+                            f"ran seeds {sorted(side.runs)}" for (name, selector), side in zip(claim.sides(), sides))
+            raise ValueError(f"claim {claim.name!r}: {ran}: no seed in common")
     loaded, measured = RunPredictions(client), []
-    for claim, a, b in sides:
-        pairs = {name: {seed: claim_predictions(claim, run, side.warmup, loaded) for seed, run in side.runs.items()}
-                 for name, side in (("a", a), ("b", b))}
+    for claim, sides in chosen:
+        arrays = [{seed: claim_predictions(claim, run, side.warmup, loaded) for seed, run in side.runs.items()}
+                  for side in sides]
+        contrast = stats.interaction_effect if claim.across else stats.paired_effect
         try:
-            effect = stats.paired_effect(claim.task, METRIC, pairs["a"], pairs["b"], CONFIDENCE, resamples,
-                                         permutations)
+            effect = contrast(claim.task, METRIC, *arrays, CONFIDENCE, resamples, permutations)
         except ValueError as error:
             raise ValueError(f"claim {claim.name!r}: {error}") from None
-        measured.append((claim, a, b, effect))
+        measured.append((claim, sides, effect))
     adjusted = stats.holm([effect.p_value for *_, effect in measured])
-    results = [Result(claim, a, b, effect, p_holm,
+    results = [Result(claim, sides, effect, p_holm,
                       stats.verdict((effect.ci_low, effect.ci_high), claim.relation, claim.margin))
-               for (claim, a, b, effect), p_holm in zip(measured, adjusted)]
+               for (claim, sides, effect), p_holm in zip(measured, adjusted)]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -330,10 +381,20 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
 
 
 def _claim_text(claim: Claim) -> str:
-    """`a >= b - 0.02` / `a > b + 0.05` / `a >= b`."""
-    if claim.margin == 0:
-        return f"a {claim.relation} b"
-    return f"a {claim.relation} b {'-' if claim.relation == '>=' else '+'} {claim.margin:g}"
+    """`a >= b - 0.02` / `a > b + 0.05` / `a >= b` / `|a - b| > 0.01`; with `across`, the interaction:
+    `|(a - b | warmup_epochs=3) - (a - b | warmup_epochs=0)| > 0.01`."""
+    if claim.across:
+        name, first, second = claim.across
+        effect = f"(a - b | {name}={first}) - (a - b | {name}={second})"
+    elif claim.relation != "!=":
+        if claim.margin == 0:
+            return f"a {claim.relation} b"
+        return f"a {claim.relation} b {'-' if claim.relation == '>=' else '+'} {claim.margin:g}"
+    else:
+        effect = "a - b"
+    if claim.relation == "!=":
+        return f"|{effect}| > {claim.margin:g}"
+    return f"{effect} {claim.relation} {stats.boundary(claim.relation, claim.margin):g}"
 
 
 def _signed(value: float) -> str:
@@ -341,8 +402,8 @@ def _signed(value: float) -> str:
 
 
 def caption(results: list[Result], stopped: int) -> str:
-    selection = sorted({split for result in results for side in (result.a, result.b) for split in side.selection})
-    keep = sorted({kept for result in results for side in (result.a, result.b) if not side.warmup
+    selection = sorted({split for result in results for side in result.sides for split in side.selection})
+    keep = sorted({kept for result in results for side in result.sides if not side.warmup
                    for kept in side.keep})
     seeds = sorted({seed for result in results for seed in result.effect.seeds})
     text = (f"Effect: a - b on the task's GLUE dev `{METRIC}` (the mean of the task's metrics: MRPC accuracy and F1, "
@@ -354,12 +415,18 @@ def caption(results: list[Result], stopped: int) -> str:
             f"Interval: {100 * CONFIDENCE:g}% percentile bootstrap resampling seeds, then dev examples within each "
             f"drawn seed (paired: the same examples for a and b; one seed: examples only). Verdict, per claim at its "
             f"own {100 * CONFIDENCE:g}% interval (not corrected for the number of claims): holds when the interval "
-            f"lies entirely beyond the claim's boundary (-margin for `>=`, +margin for `>`), fails when entirely "
-            f"short of it, inconclusive when it touches or straddles it. p: two-sided paired permutation test of no "
+            f"lies entirely beyond the claim's boundary (-margin for `>=`, +margin for `>`; for `!=` beyond "
+            f"+margin or below -margin), fails when entirely short of it (for `!=`: strictly within -margin and "
+            f"+margin), inconclusive when it touches or straddles it. p: two-sided paired permutation test of no "
             f"difference (a's and b's prediction swapped per example within each seed); p_holm: Holm-adjusted across "
             f"the file's {len(results)} claims, controlling the family-wise error of those no-difference nulls. "
             f"Seeds used: {', '.join(map(str, seeds))}. Seeds to decide (inconclusive claims): the smallest n with "
             f"t(0.975, n-1) * sd / sqrt(n) < |effect - boundary| for the observed seed-to-seed sd.")
+    if any(result.claim.across for result in results):
+        text += (" Claims with `across` test an interaction: the effect is (a - b) at the first value of the "
+                 "param minus (a - b) at the second, each of the four sides its own runs on the same dev examples "
+                 "(resampled together); their p swaps an example's (a, b) predictions between the two values within "
+                 "each seed (null: the param leaves the gap as it is).")
     if stopped:
         text += f" {stopped} trial run(s) stopped early by asha/mo_asha left out."
     return text
@@ -374,7 +441,7 @@ def not_run(claim: Claim, runs: list[Run]) -> str | None:
     task_runs = [run for run in runs if run.data.tags.get("task") == claim.task]
     if not task_runs:
         return f"no {claim.task} runs in this experiment"
-    for selector in (claim.a, claim.b):
+    for _, selector in claim.sides():
         for name in CONDITION_PARAMS:
             if name in selector and not any(_same(config_params(run).get(name), selector[name]) for run in task_runs):
                 return f"no {claim.task} runs with {name}={selector[name]} in this experiment"
@@ -401,7 +468,8 @@ def markdown(results: list[Result], stopped: int = 0, untested: list[tuple[Claim
 
 
 def write_csv(path: Path, results: list[Result], untested: list[tuple[Claim, str]] = ()) -> None:
-    """One row per claim, exactly CSV_COLUMNS; run_ids: a's runs then b's, seed order, joined by `;`;
+    """One row per claim, exactly CSV_COLUMNS; run_ids: a's runs then b's (with `across`: at the first value,
+    then at the second), seed order, joined by `;`;
     untested claims last, with n_seeds 0 and no numbers."""
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
@@ -409,13 +477,15 @@ def write_csv(path: Path, results: list[Result], untested: list[tuple[Claim, str
         for result in results:
             effect = result.effect
             writer.writerow({"name": result.claim.name, "task": result.claim.task, "a": result.a.label,
-                             "b": result.b.label, "relation": result.claim.relation, "margin": result.claim.margin,
+                             "b": result.b.label, "across": result.claim.across_text(),
+                             "relation": result.claim.relation, "margin": result.claim.margin,
                              "effect": effect.effect, "ci_low": effect.ci_low, "ci_high": effect.ci_high,
                              "p_value": effect.p_value, "p_holm": result.p_holm, "n_seeds": effect.n_seeds,
                              "verdict": result.verdict, "run_ids": ";".join(result.run_ids)})
         for claim, _ in untested:
             writer.writerow({"name": claim.name, "task": claim.task, "a": _selector_text(claim.a),
-                             "b": _selector_text(claim.b), "relation": claim.relation, "margin": claim.margin,
+                             "b": _selector_text(claim.b), "across": claim.across_text(),
+                             "relation": claim.relation, "margin": claim.margin,
                              "n_seeds": 0, "verdict": UNTESTED})
 
 

@@ -9,6 +9,7 @@ Pure numpy/scipy (no MLflow): `sweeps.claims` and the report's intervals feed it
 `paired_effect` combines both for a difference between two configurations scored on the same dev
 examples: a two-level bootstrap (seeds, then examples within each seed, the same examples for both
 sides) and a paired permutation test (swap a's and b's prediction of an example within its seed).
+`interaction_effect` does the same for how a condition (the warm-up) moves such a difference.
 Metrics are computed vectorised over resamples and agree with `trainables.metrics.compute_metrics`
 (scikit-learn / scipy underneath) to float rounding.
 """
@@ -25,7 +26,7 @@ from trainables.glue import get_task
 
 DEFAULT_RESAMPLES = 2000  # bootstrap replicates; also the default number of permutations
 DEFAULT_PERMUTATIONS = 2000
-RELATIONS = (">=", ">")  # ">=": a >= b - margin; ">": a > b + margin
+RELATIONS = (">=", ">", "!=")  # ">=": a >= b - margin; ">": a > b + margin; "!=": |a - b| > margin
 VERDICTS = ("holds", "fails", "inconclusive")
 _CHUNK_ELEMENTS = 2_000_000  # resampled values computed at once: bounds memory on large dev sets (QQP)
 
@@ -172,110 +173,162 @@ def example_interval(task: str, metric: str, prediction: np.ndarray, label: np.n
 
 @dataclass(frozen=True)
 class PairedEffect:
-    """a - b on one metric, over the seeds both ran: the mean difference, its bootstrap interval, a
-    permutation p-value (null: a and b predict alike), and each seed's difference."""
+    """A contrast on one metric (a - b; or an interaction, (a - b) under one condition minus under another),
+    over the seeds every side ran: its mean, bootstrap interval, permutation p-value (null: the two halves
+    of the contrast predict alike), and each seed's value."""
 
     effect: float
     ci_low: float
     ci_high: float
     p_value: float
     seeds: tuple[int, ...]
-    per_seed: tuple[float, ...]  # metric(a) - metric(b) of each seed, in `seeds` order
+    per_seed: tuple[float, ...]  # the contrast of each seed, in `seeds` order
 
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
 
 
-def _common_seeds(a: Mapping[int, PairedRun], b: Mapping[int, PairedRun]) -> list[int]:
-    seeds = sorted(set(a) & set(b))
+def _common_seeds(sides: Sequence[Mapping[int, PairedRun]], names: Sequence[str]) -> list[int]:
+    seeds = sorted(set.intersection(*(set(side) for side in sides)))
     if not seeds:
-        raise ValueError(f"seeds: a ran {sorted(a) or 'none'}, b ran {sorted(b) or 'none'}: no seed in common")
+        ran = ", ".join(f"{name} ran {sorted(side) or 'none'}" for name, side in zip(names, sides))
+        raise ValueError(f"seeds: {ran}: no seed in common")
     return seeds
 
 
-def _paired_arrays(task: str, a: Mapping[int, PairedRun], b: Mapping[int, PairedRun],
-                   seeds: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per seed: a's and b's predictions and the shared labels, checked to be one dev split."""
+def _contrast_arrays(task: str, sides: Sequence[Mapping[int, PairedRun]], names: Sequence[str],
+                     seeds: list[int]) -> list[tuple[list[np.ndarray], np.ndarray]]:
+    """Per seed: every side's predictions and the shared labels, checked to be one dev split."""
     arrays = []
     for seed in seeds:
-        (prediction_a, label_a), (prediction_b, label_b) = a[seed], b[seed]
-        label_a, label_b = _as_values(task, label_a), _as_values(task, label_b)
-        if label_a.shape != label_b.shape or not np.array_equal(label_a, label_b):
-            raise ValueError(f"seed {seed}: the labels of a and b differ (not the same dev split and row order)")
-        prediction_a, prediction_b = _as_values(task, prediction_a), _as_values(task, prediction_b)
-        if prediction_a.shape != label_a.shape or prediction_b.shape != label_a.shape or not len(label_a):
+        labels = [_as_values(task, side[seed][1]) for side in sides]
+        for name, label in zip(names[1:], labels[1:]):
+            if label.shape != labels[0].shape or not np.array_equal(label, labels[0]):
+                raise ValueError(f"seed {seed}: the labels of {names[0]} and {name} differ (not the same dev split "
+                                 f"and row order)")
+        predictions = [_as_values(task, side[seed][0]) for side in sides]
+        if any(prediction.shape != labels[0].shape for prediction in predictions) or not len(labels[0]):
             raise ValueError(f"seed {seed}: need non-empty 1-d predictions as long as the labels, got shapes "
-                             f"{prediction_a.shape}, {prediction_b.shape} for {label_a.shape} labels")
-        arrays.append((prediction_a, prediction_b, label_a))
+                             f"{', '.join(str(prediction.shape) for prediction in predictions)} for "
+                             f"{labels[0].shape} labels")
+        arrays.append((predictions, labels[0]))
     return arrays
 
 
-def two_level_replicates(task: str, metric: str, arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                         resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Bootstrap replicates of the mean over seeds of metric(a) - metric(b).
+def _contrast(task: str, metric: str, weights: Sequence[float], predictions: Sequence[np.ndarray],
+              label: np.ndarray, rows=None) -> np.ndarray:
+    """sum_i w_i * (metric(first_i) - metric(second_i)), predictions = first + second (each len(weights)),
+    on every row of `rows` (an index array, metric_values' convention) or, with rows None, on the arrays as
+    given (1-d: one value; 2-d: one per row)."""
+    half = len(weights)
+
+    def score(prediction: np.ndarray) -> np.ndarray:
+        if rows is None:
+            return _chunked(task, metric, prediction, label)
+        return metric_values(task, metric, prediction, label, rows)
+
+    return sum(weight * (score(predictions[i]) - score(predictions[half + i])) for i, weight in enumerate(weights))
+
+
+def two_level_replicates(task: str, metric: str, arrays: list[tuple[list[np.ndarray], np.ndarray]],
+                         weights: Sequence[float], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of the mean over seeds of the contrast (`_contrast`; a - b when weights is (1,)).
 
     The draws, in this order (what pins the numbers for a given rng): `rng.integers(k, size=(resamples,
     k))` picks each replicate's seeds (positions into `arrays`) with replacement; then for each seed
     position j in turn, `rng.integers(n_j, size=(draws_j, n_j))` resamples its examples once per time it
-    was drawn, the draws taken in row-major order of the seed matrix. a and b get the same example indices."""
+    was drawn, the draws taken in row-major order of the seed matrix. Every side gets the same example
+    indices."""
     k = len(arrays)
     seed_draws = rng.integers(k, size=(resamples, k))
     totals = np.zeros(resamples)
-    for position, (prediction_a, prediction_b, label) in enumerate(arrays):
+    for position, (predictions, label) in enumerate(arrays):
         replicate, _ = np.nonzero(seed_draws == position)
         if not len(replicate):
             continue
         index = rng.integers(len(label), size=(len(replicate), len(label)))
-        differences = (metric_values(task, metric, prediction_a, label, index)
-                       - metric_values(task, metric, prediction_b, label, index))
-        np.add.at(totals, replicate, differences)
+        np.add.at(totals, replicate, _contrast(task, metric, weights, predictions, label, index))
     return totals / k
+
+
+def contrast_effect(task: str, metric: str, first: Sequence[Mapping[int, PairedRun]],
+                    second: Sequence[Mapping[int, PairedRun]], weights: Sequence[float], names: Sequence[str],
+                    confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
+                    permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedEffect:
+    """sum_i weights[i] * (metric(first[i]) - metric(second[i])), averaged over the seeds every side ran
+    (each side: seed -> (prediction, label); `names`: the sides' names in first + second order, for errors).
+
+    Interval: percentile bootstrap that resamples seeds, then each drawn seed's dev examples (the same
+    examples for every side); with one seed it is scipy.stats.bootstrap over that seed's examples.
+    p-value: two-sided permutation test (scipy.stats.permutation_test, permutation_type 'samples') of
+    exchangeable halves: per example within its seed, the first half's predictions swapped with the
+    second half's. `seed` fixes both, so a rerun gives the same numbers."""
+    _check_metric(task, metric)
+    if not weights or len(first) != len(weights) or len(second) != len(weights):
+        raise ValueError(f"first, second: need one side per weight ({len(weights)}), got {len(first)} and "
+                         f"{len(second)}")
+    sides = [*first, *second]
+    seeds = _common_seeds(sides, names)
+    arrays = _contrast_arrays(task, sides, names, seeds)
+    per_seed = [float(_contrast(task, metric, weights, predictions, label)) for predictions, label in arrays]
+    if len(arrays) == 1:
+        predictions, label = arrays[0]
+        result = stats.bootstrap(
+            (*predictions, label), lambda *drawn, axis=-1: _contrast(task, metric, weights, drawn[:-1], drawn[-1]),
+            paired=True, vectorized=True, method="percentile", n_resamples=resamples, confidence_level=confidence,
+            batch=_batch(len(label)), rng=np.random.default_rng(seed))
+        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    else:
+        replicates = two_level_replicates(task, metric, arrays, weights, resamples, np.random.default_rng(seed))
+        alpha = (1 - confidence) / 2
+        low, high = (float(value) for value in np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)]))
+    # The permutation test moves example indices into a table of both halves (row i: the first half's
+    # predictions of example i; row total + i: the second half's), so a swap carries all of a half's sides.
+    ends = np.cumsum([0, *(len(label) for _, label in arrays)])
+    total = int(ends[-1])
+    labels = np.concatenate([label for _, label in arrays])
+    half = len(weights)
+    table = [np.concatenate([np.concatenate([predictions[i] for predictions, _ in arrays]),
+                             np.concatenate([predictions[half + i] for predictions, _ in arrays])])
+             for i in range(half)]
+
+    def mean_contrast(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        values = [_contrast(task, metric, weights,
+                            [column[x[..., start:end]] for column in table] + [column[y[..., start:end]]
+                                                                                for column in table],
+                            labels[start:end])
+                  for start, end in zip(ends[:-1], ends[1:])]
+        return np.mean(values, axis=0)
+
+    test = stats.permutation_test(
+        (np.arange(total), np.arange(total) + total), mean_contrast, permutation_type="samples", vectorized=True,
+        n_resamples=permutations, alternative="two-sided", batch=_batch(len(labels)),
+        rng=np.random.default_rng(seed))
+    return PairedEffect(effect=float(np.mean(per_seed)), ci_low=low, ci_high=high, p_value=float(test.pvalue),
+                        seeds=tuple(seeds), per_seed=tuple(per_seed))
 
 
 def paired_effect(task: str, metric: str, a: Mapping[int, PairedRun], b: Mapping[int, PairedRun],
                   confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
                   permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedEffect:
-    """a - b on `metric` over the seeds both ran (`a`, `b`: seed -> (prediction, label)).
+    """a - b on `metric` over the seeds both ran (`a`, `b`: seed -> (prediction, label)); the interval
+    pairs a and b on the same examples, the permutation test swaps a's and b's prediction of an example
+    within its seed (`contrast_effect`)."""
+    return contrast_effect(task, metric, [a], [b], (1.0,), ("a", "b"), confidence, resamples, permutations, seed)
 
-    Interval: percentile bootstrap that resamples seeds, then each drawn seed's dev examples (paired:
-    the same examples for a and b); with one seed it is scipy.stats.bootstrap over that seed's examples.
-    p-value: two-sided paired permutation test (scipy.stats.permutation_test, permutation_type
-    'samples'), swapping a's and b's prediction of an example within its seed. `seed` fixes both, so a
-    rerun gives the same numbers."""
-    _check_metric(task, metric)
-    seeds = _common_seeds(a, b)
-    arrays = _paired_arrays(task, a, b, seeds)
-    per_seed = [float(_rows_metric(task, metric, prediction_a[None], label[None])[0]
-                      - _rows_metric(task, metric, prediction_b[None], label[None])[0])
-                for prediction_a, prediction_b, label in arrays]
-    if len(arrays) == 1:
-        prediction_a, prediction_b, label = arrays[0]
-        result = stats.bootstrap(
-            (prediction_a, prediction_b, label),
-            lambda x, y, labels, axis=-1: _chunked(task, metric, x, labels) - _chunked(task, metric, y, labels),
-            paired=True, vectorized=True, method="percentile", n_resamples=resamples, confidence_level=confidence,
-            batch=_batch(len(label)), rng=np.random.default_rng(seed))
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    else:
-        replicates = two_level_replicates(task, metric, arrays, resamples, np.random.default_rng(seed))
-        alpha = (1 - confidence) / 2
-        low, high = (float(value) for value in np.percentile(replicates, [100 * alpha, 100 * (1 - alpha)]))
-    ends = np.cumsum([0, *(len(label) for _, _, label in arrays)])
-    labels = np.concatenate([label for _, _, label in arrays])
 
-    def mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        differences = [_chunked(task, metric, x[..., start:end], labels[start:end])
-                       - _chunked(task, metric, y[..., start:end], labels[start:end])
-                       for start, end in zip(ends[:-1], ends[1:])]
-        return np.mean(differences, axis=0)
-
-    test = stats.permutation_test(
-        (np.concatenate([x for x, _, _ in arrays]), np.concatenate([y for _, y, _ in arrays])), mean_difference,
-        permutation_type="samples", vectorized=True, n_resamples=permutations, alternative="two-sided",
-        batch=_batch(len(labels)), rng=np.random.default_rng(seed))
-    return PairedEffect(effect=float(np.mean(per_seed)), ci_low=low, ci_high=high, p_value=float(test.pvalue),
-                        seeds=tuple(seeds), per_seed=tuple(per_seed))
+def interaction_effect(task: str, metric: str, a_first: Mapping[int, PairedRun], b_first: Mapping[int, PairedRun],
+                       a_second: Mapping[int, PairedRun], b_second: Mapping[int, PairedRun],
+                       confidence: float = 0.95, resamples: int = DEFAULT_RESAMPLES,
+                       permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0) -> PairedEffect:
+    """(a - b) under a first condition minus (a - b) under a second (e.g. after the warm-up vs cold): how
+    much the condition moves the gap, over the seeds all four ran. The same dev examples for all four
+    sides; the permutation test swaps an example's (a, b) pair of predictions between the conditions within
+    its seed (null: the condition leaves the gap as it is)."""
+    return contrast_effect(task, metric, [a_first, b_first], [a_second, b_second], (1.0, -1.0),
+                           ("a (first)", "b (first)", "a (second)", "b (second)"), confidence, resamples,
+                           permutations, seed)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -293,17 +346,33 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def boundary(relation: str, margin: float) -> float:
-    """The effect a - b at which the claim switches: -margin for ">=" (a >= b - margin), +margin for ">"."""
-    if relation not in RELATIONS:
-        raise ValueError(f"relation: unknown {relation!r}; choose one of {', '.join(RELATIONS)}")
+    """The effect at which a one-sided claim switches: -margin for ">=" (a >= b - margin), +margin for ">"."""
+    if relation not in (">=", ">"):
+        raise ValueError(f"relation: need '>=' or '>' (one-sided), got {relation!r}")
     return -margin if relation == ">=" else margin
 
 
+def decision_distance(effect: float, relation: str, margin: float) -> float:
+    """How far `effect` lies from where the claim's verdict switches: effect - boundary for the one-sided
+    relations; |effect| - margin for "!=" (the nearer of -margin and +margin)."""
+    if relation not in RELATIONS:
+        raise ValueError(f"relation: unknown {relation!r}; choose one of {', '.join(RELATIONS)}")
+    return abs(effect) - margin if relation == "!=" else effect - boundary(relation, margin)
+
+
 def verdict(effect_interval: tuple[float, float], relation: str, margin: float) -> str:
-    """holds: the interval lies entirely on the claim's side of its boundary; fails: entirely on the other
-    side; inconclusive: it touches or straddles the boundary (a configuration against itself, [0, 0] at
-    margin 0, decides nothing)."""
+    """">=" / ">": holds when the interval lies entirely on the claim's side of its boundary, fails when
+    entirely on the other side. "!=" (the effect differs from 0 by more than margin): holds when the interval
+    lies entirely beyond +margin or entirely below -margin, fails when it lies strictly within (-margin,
+    +margin) (never at margin 0). Otherwise inconclusive: touching a boundary decides nothing (a
+    configuration against itself, [0, 0] at margin 0)."""
     low, high = effect_interval
+    if relation == "!=":
+        if low > margin or high < -margin:
+            return "holds"
+        if -margin < low and high < margin:
+            return "fails"
+        return "inconclusive"
     edge = boundary(relation, margin)
     if low > edge:
         return "holds"

@@ -146,6 +146,68 @@ def test_paired_effect_pairs_common_seeds_and_checks_labels():
         stats.paired_effect("mrpc", "score", a, {1: (b[1][0], 1 - label)})
 
 
+def interaction_data(seeds: int, rows: int, seed: int = 0):
+    """a and b under two conditions: a 10 points behind b under the second, level under the first."""
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 2, rows).astype(np.int32)
+    accuracy = {"a1": 0.8, "b1": 0.8, "a2": 0.7, "b2": 0.8}
+    return {name: {s: (noisy(label, correct, rng), label) for s in range(seeds)}
+            for name, correct in accuracy.items()}, label
+
+
+def test_one_seed_interaction_is_scipys_bootstrap_and_a_pair_swapping_permutation_test():
+    """(a1 - b1) - (a2 - b2) on one seed: the interval is scipy's bootstrap over the examples, all four
+    predictions resampled together; the p-value is scipy's permutation test on the (a, b) pairs coded as
+    one number per example (2a + b), swapped between the conditions, an encoding independent of stats'."""
+    sides, label = interaction_data(1, 80, seed=1)  # data where swapping a with b would give another p
+    (a1, _), (b1, _), (a2, _), (b2, _) = (sides[name][0] for name in ("a1", "b1", "a2", "b2"))
+    result = stats.interaction_effect("mrpc", "score", sides["a1"], sides["b1"], sides["a2"], sides["b2"],
+                                      resamples=300, permutations=300, seed=3)
+
+    def interaction(p, q, r, t, labels):
+        return (mrpc_score(p, labels) - mrpc_score(q, labels)) - (mrpc_score(r, labels) - mrpc_score(t, labels))
+
+    boot = scipy_stats.bootstrap((a1, b1, a2, b2, label), interaction, paired=True, vectorized=False,
+                                 method="percentile", n_resamples=300, rng=np.random.default_rng(3))
+
+    def coded(first, second):
+        return interaction(first // 2, first % 2, second // 2, second % 2, label)
+
+    permutation = scipy_stats.permutation_test((2 * a1 + b1, 2 * a2 + b2), coded, permutation_type="samples",
+                                               vectorized=False, n_resamples=300, rng=np.random.default_rng(3))
+    assert result.effect == pytest.approx(interaction(a1, b1, a2, b2, label), abs=1e-12)
+    assert (result.ci_low, result.ci_high) == pytest.approx(
+        (boot.confidence_interval.low, boot.confidence_interval.high), abs=1e-12)
+    assert result.p_value == pytest.approx(permutation.pvalue, abs=1e-12)
+
+
+def test_interaction_over_seeds_is_the_documented_loop():
+    """Three seeds: the two-level bootstrap draws of two_level_replicates, the same rows for all four
+    sides, recomputed one replicate at a time; per-seed values by hand; seeds all four ran."""
+    sides, label = interaction_data(3, 40, seed=6)
+    result = stats.interaction_effect("mrpc", "score", sides["a1"], sides["b1"], sides["a2"], sides["b2"],
+                                      resamples=150, permutations=100, seed=8)
+    rng = np.random.default_rng(8)
+    seed_draws = rng.integers(3, size=(150, 3))
+    rows = {j: list(rng.integers(40, size=(int((seed_draws == j).sum()), 40))) for j in range(3)}
+
+    def value(j, index=slice(None)):
+        score = {name: mrpc_score(sides[name][j][0][index], label[index]) for name in sides}
+        return (score["a1"] - score["b1"]) - (score["a2"] - score["b2"])
+
+    replicates = [statistics.fmean(value(j, rows[j].pop(0)) for j in drawn) for drawn in seed_draws]
+    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(np.percentile(replicates, [2.5, 97.5])), abs=1e-12)
+    assert result.per_seed == pytest.approx([value(j) for j in range(3)], abs=1e-12)
+    assert result.effect == pytest.approx(statistics.fmean(value(j) for j in range(3)), abs=1e-12)
+    assert 0 < result.p_value <= 1
+    partial = stats.interaction_effect("mrpc", "score", sides["a1"], sides["b1"], {0: sides["a2"][0], 2: sides["a2"][2]},
+                                       sides["b2"], resamples=50, permutations=50)
+    assert partial.seeds == (0, 2)
+    with pytest.raises(ValueError, match=r"^seed 0: the labels of a \(first\) and b \(second\) differ"):
+        stats.interaction_effect("mrpc", "score", sides["a1"], sides["b1"], sides["a2"],
+                                 {0: (sides["b2"][0][0], 1 - label)})
+
+
 def test_holm_t_interval_seeds_needed_and_verdict_by_hand():
     # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
@@ -166,6 +228,18 @@ def test_holm_t_interval_seeds_needed_and_verdict_by_hand():
     assert stats.verdict((0.04, 0.2), ">", 0.05) == "inconclusive"
     assert stats.verdict((0.051, 0.2), ">", 0.05) == "holds"
     assert stats.verdict((0.0, 0.049), ">", 0.05) == "fails"
+    # "!=": |effect| > margin; holds beyond either edge, fails strictly inside, never fails at margin 0
+    assert stats.verdict((0.021, 0.05), "!=", 0.02) == "holds"
+    assert stats.verdict((-0.05, -0.021), "!=", 0.02) == "holds"
+    assert stats.verdict((-0.019, 0.019), "!=", 0.02) == "fails"
+    assert stats.verdict((-0.019, 0.02), "!=", 0.02) == "inconclusive"
+    assert stats.verdict((0.0, 0.03), "!=", 0.02) == "inconclusive"
+    assert stats.verdict((-0.001, 0.001), "!=", 0.0) == "inconclusive"
+    assert stats.verdict((0.001, 0.002), "!=", 0.0) == "holds"
+    assert stats.decision_distance(-0.05, "!=", 0.02) == pytest.approx(0.03)
+    assert stats.decision_distance(0.01, "!=", 0.02) == pytest.approx(-0.01)
+    assert stats.decision_distance(0.01, ">=", 0.02) == pytest.approx(0.03)
+    assert stats.decision_distance(0.01, ">", 0.02) == pytest.approx(-0.01)
 
 
 # ---- claims on a real MLflow store ----
@@ -175,9 +249,9 @@ ACCURACY = {"full": 0.9, "lora": 0.85, ("qrlora", "0.5"): 0.6, ("qrlora", "0.3")
 
 
 def log_trial(client, experiment, parent, root, method, seed, prediction, label, tau=None, start=None,
-              warmup=None, status="FINISHED") -> str:
+              warmup=None, status="FINISHED", warmup_epochs="3") -> str:
     params = {"task": "mrpc", "method": method, "seed": seed, "lr": "0.01", "train_size": "2000", "keep": "last",
-              "selection": "dev", "warmup_epochs": "3"}
+              "selection": "dev", "warmup_epochs": warmup_epochs}
     if method != "full":
         qrlora = method == "qrlora"
         params |= {"layers": "last:4" if qrlora else "all", "matrices": "q" if qrlora else "q,v"}
@@ -302,6 +376,73 @@ def test_claims_cli_writes_verdicts_and_logs_them_to_the_parent_run(store, tmp_p
     assert logged == {"claims/claims.md", "claims/claims.csv"}
 
 
+PROTOCOL_ACCURACY = {("qrlora", "0"): 0.6, ("lora", "0"): 0.85, ("qrlora", "3"): 0.8, ("lora", "3"): 0.8}
+
+
+@pytest.fixture(scope="module")
+def protocol_store(tmp_path_factory):
+    """MRPC runs of QR-LoRA and LoRA, seeds 0-2, cold (warmup_epochs 0: QR-LoRA far behind) and after the
+    warm-up (3: level), in one experiment."""
+    root = tmp_path_factory.mktemp("protocol-store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("zoo", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    rng = np.random.default_rng(12)
+    label = rng.integers(0, 2, ROWS).astype(np.int32)
+    predictions, ids = {}, {}
+    for (method, protocol), accuracy in PROTOCOL_ACCURACY.items():
+        for seed in range(3):
+            predictions[(method, protocol, seed)] = noisy(label, accuracy, rng)
+            ids[(method, protocol, seed)] = log_trial(
+                client, experiment, parent, root, method, seed, predictions[(method, protocol, seed)], label,
+                tau="0.5" if method == "qrlora" else None, warmup_epochs=protocol)
+    return {"uri": uri, "label": label, "predictions": predictions, "ids": ids}
+
+
+def test_across_claims_test_how_the_protocol_moves_a_gap(protocol_store, tmp_path, capsys):
+    """`across: {warmup_epochs: [3, 0]}`: the effect is (a - b after the warm-up) - (a - b cold), recomputed
+    by hand; `!=` holds at margin 0 and fails against a 50-point margin; a protocol never run is untested."""
+    moved = {"name": "the warm-up moves the gap", "task": "mrpc", "a": {"method": "qrlora"}, "b": {"method": "lora"},
+             "across": {"warmup_epochs": [3, 0]}, "relation": "!="}
+    claims_file = write_claims(tmp_path / "claims.yaml", [
+        moved, {**moved, "name": "the warm-up moves the gap by over 50 points", "margin": 0.5},
+        {**moved, "name": "one epoch of warm-up moves it", "across": {"warmup_epochs": [1, 0]}},
+        {"name": "level after the warm-up", "task": "mrpc", "a": {"method": "qrlora", "warmup_epochs": 3},
+         "b": {"method": "lora", "warmup_epochs": 3}, "relation": ">=", "margin": 0.05}])
+    out = tmp_path / "out"
+    assert main(["claims", "--experiment", "zoo", "--claims", str(claims_file), "--out", str(out),
+                 "--tracking-uri", protocol_store["uri"]]) == 0
+    printed = capsys.readouterr().out
+    with open(out / "claims.csv", newline="") as handle:
+        rows = {row["name"]: row for row in csv.DictReader(handle)}
+    label, predictions, ids = protocol_store["label"], protocol_store["predictions"], protocol_store["ids"]
+
+    def gap(protocol, seed):
+        return (mrpc_score(predictions[("qrlora", protocol, seed)], label)
+                - mrpc_score(predictions[("lora", protocol, seed)], label))
+
+    row = rows["the warm-up moves the gap"]
+    assert float(row["effect"]) == pytest.approx(statistics.fmean(gap("3", s) - gap("0", s) for s in range(3)),
+                                                 abs=1e-12)
+    assert row["verdict"] == "holds" and float(row["ci_low"]) > 0 and row["n_seeds"] == "3"
+    assert row["across"] == "warmup_epochs=3 vs 0" and row["relation"] == "!="
+    assert "warmup_epochs" not in row["a"] and "method=qrlora" in row["a"] and "method=lora" in row["b"]
+    assert row["run_ids"] == ";".join(ids[(method, protocol, s)] for protocol in ("3", "0")
+                                      for method in ("qrlora", "lora") for s in range(3))
+    assert rows["the warm-up moves the gap by over 50 points"]["verdict"] == "fails"
+    assert float(rows["the warm-up moves the gap by over 50 points"]["ci_high"]) < 0.5
+    assert rows["one epoch of warm-up moves it"]["verdict"] == "untested"
+    assert "untested: one epoch of warm-up moves it [mrpc]: no mrpc runs with warmup_epochs=1 in this experiment" \
+        in printed
+    level = rows["level after the warm-up"]
+    assert level["across"] == "" and float(level["effect"]) == pytest.approx(
+        statistics.fmean(gap("3", s) for s in range(3)), abs=1e-12)
+    markdown = (out / "claims.md").read_text()
+    assert "|(a - b \\| warmup_epochs=3) - (a - b \\| warmup_epochs=0)\\| > 0" in markdown
+    assert "Claims with `across` test an interaction" in markdown
+
+
 @pytest.mark.parametrize("selector, message", [
     ({"method": "dora"}, r"claim 'bad': a \(method=dora\) matches no mrpc run \(method takes full, lora, qrlora\)$"),
     ({"method": "qrlora"}, r"claim 'bad': a \(method=qrlora\) matches 2 configurations of mrpc: .*tau=0\.3.*tau=0\.5"),
@@ -329,6 +470,12 @@ GOOD = {"name": "c", "task": "mrpc", "a": {"method": "full"}, "b": {"method": "l
     ({"task": "mnli"}, "claim 'c': task: mnli has several eval splits"),
     ({"a": {"warmup": False}}, "claim 'c': a.warmup: only `true`"),
     ({"b": {}}, "claim 'c': b: need a mapping of recorded params"),
+    ({"across": {"warmup_epochs": [3]}}, "claim 'c': across.warmup_epochs: need a list of two values [first, second]"),
+    ({"across": {"warmup_epochs": [3, "3"]}}, "claim 'c': across.warmup_epochs: the two values must differ, got 3"),
+    ({"across": {"warmup_epochs": [3, 0], "seed": [0, 1]}}, "claim 'c': across: need one param and its two values"),
+    ({"across": {"warmup": [3, 0]}}, "claim 'c': across: need a recorded param name (not 'warmup')"),
+    ({"a": {"method": "full", "warmup_epochs": 3}, "across": {"warmup_epochs": [3, 0]}},
+     "claim 'c': across.warmup_epochs: a names warmup_epochs too; `across` sets it for both sides"),
 ])
 def test_bad_claims_are_one_line_naming_the_claim_and_field_before_mlflow(tmp_path, capsys, change, message):
     claims_file = write_claims(tmp_path / "claims.yaml", [GOOD | change])
@@ -382,12 +529,16 @@ def test_zoo_claims_each_select_one_configuration_of_the_zoo_grids():
     from sweeps.spec import load_spec
 
     claims = read_claims(ROOT / "sweeps" / "zoo_claims.yaml")
-    assert len(claims) == 18
+    assert len(claims) == 27
+    across = [claim for claim in claims if claim.across]
+    assert len(across) == 9 and {claim.across for claim in across} == {("warmup_epochs", "3", "0")}
+    assert {(claim.task, claim.b["method"]) for claim in across} == {
+        (task, method) for task in ("sst2", "mrpc", "rte") for method in ("vera", "fourierft", "lora")}
     for claim in claims:
         configs = {tuple(sorted((key, str(value)) for key, value in config.items() if key != "seed"))
                    for name in ("zoo_minilm.yaml", "zoo_minilm_warm.yaml")
                    for config in load_spec(ROOT / "sweeps" / name).grid(claim.task)}
-        for selector in (claim.a, claim.b):
+        for _, selector in claim.sides():
             matched = [config for config in configs
                        if all(_same(dict(config).get(key), value) for key, value in selector.items())]
             assert len(matched) == 1, (claim.name, selector, len(matched))
