@@ -9,6 +9,8 @@
     fronts.png      Pareto front of configuration means (score vs trainable parameters, 95% interval bars),
                     a panel per task and training size in a grid of at most 3 columns; each panel's title
                     gives the mean and 95% t-interval of the per-seed fronts' hypervolumes
+    fronts.md       the same fronts read by decade of trainable parameters: who is on each decade's front,
+                    and the decade's best where the front skips it (`sweeps.decades`)
     datasize.png    score vs training examples used per configuration (when the sweep has several sizes)
     tau.png         score and adapter parameters vs tau per QR-LoRA target set (when several tau ran)
 
@@ -40,7 +42,7 @@ from mlflow.entities import Run
 from trainables.glue import TASKS, get_task
 from trainables.methods import METHODS
 
-from . import stats
+from . import decades, stats
 from .aggregate import Cell, cell, config_fields, config_params, full_budget, group, same_value, stopped_early, \
     warmup_checkpoints
 from .conditions import protocol_text, size_order, size_text, warmup_text
@@ -126,6 +128,8 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
         (staged / "table.md").write_text(markdown(table))
         (staged / "table.tex").write_text(latex(table))
         write_csv(staged / "table.csv", table)
+        if (fronts := fronts_markdown(table)) is not None:
+            (staged / "fronts.md").write_text(fronts)
         figures = {"fronts.png": fronts_figure, "datasize.png": datasize_figure, "tau.png": tau_figure}
         for name, draw in figures.items():
             figure = draw(table)
@@ -678,6 +682,29 @@ def fronts_figure(table: dict) -> Figure | None:
                  + "\n" + _hypervolume_text(table["hypervolume"][condition_label(task, part)]))
         _log_x_panel(ax, title, "trainable params", table["metric"])
     return _with_legend_below(figure, axes)
+
+
+def fronts_markdown(table: dict) -> str | None:
+    """fronts.md: each front of fronts.png (task, training size, protocol) by decade of trainable parameters."""
+    conditions = front_conditions(table)
+    if not conditions:
+        return None
+    skip = _fixed_per_method([row for row in table["rows"] if not row["warmup"]])
+    fronts = []
+    for task, part in conditions:
+        points = []
+        for cost, score, row in _front_points(table, task, part):
+            span = row["score_intervals"].get(task)
+            points.append(decades.Point(_label(row["config"], skip), cost, score.mean, span and span.low,
+                                        span and span.high))
+        name = condition_label(task, part)
+        fronts.append((f"{name} ({_hypervolume_text(table['hypervolume'][name])})", points))
+    caption = (f"The fronts of fronts.png read by decade of trainable parameters (the task head's included): a "
+               f"configuration is on the front when no other of its task, training size and protocol has a higher "
+               f"mean {table['metric']} with no more parameters. Means x100 over seeds with the table's 95% "
+               f"intervals, which the front itself ignores: two members whose intervals overlap are not shown "
+               f"apart (table.md's bold says which are). {selection_text(table['selection'])}")
+    return decades.markdown(fronts, caption)
 
 
 def datasize_figure(table: dict) -> Figure | None:

@@ -109,7 +109,7 @@ def printed(value: float) -> str:
 def test_every_cell_is_the_mean_and_std_over_seeds(store, tmp_path):
     uri, client, _, warm, _ = store
     written = write_report("warm", tmp_path, uri)
-    assert set(written["files"]) == {"table.md", "table.tex", "table.csv", "fronts.png", "tau.png"}
+    assert set(written["files"]) == {"table.md", "table.tex", "table.csv", "fronts.png", "fronts.md", "tau.png"}
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     # rank is 2 for every LoRA run, so it is no column of its own: the method says it
     assert "rank" not in rows[0] and "tau" in rows[0]
@@ -256,6 +256,16 @@ def test_each_protocol_gets_its_own_front_and_hypervolume(store, tmp_path):
         assert reported[f"sst2/{name}"]["per_seed"] == summary["fronts"][f"sst2/2000/{name}"]["hypervolume_seeds"][
             "per_seed"]
     assert reported["sst2/warm3"]["mean"] > reported["sst2/cold"]["mean"]
+    # fronts.md: per protocol and decade of trainable parameters, exactly the brute-force front's members
+    listed = {}
+    for line in (tmp_path / "report" / "fronts.md").read_text().splitlines():
+        if line.startswith("| sst2/"):
+            name, decade, members, _ = (cell.strip() for cell in line.strip("|").split(" | "))
+            listed.setdefault(name.split()[0], set()).update(
+                member.split(":")[0] for member in members.split("; ") if member != "none")
+    as_labels = {name: {f"qrlora, tau={value}" if method == "qrlora" else method for method, value in front}
+                 for name, front in fronts.items()}
+    assert listed == {"sst2/cold": as_labels["cold"], "sst2/warm3": as_labels["warm3"]}
     # fronts.png: a panel per protocol; labels leave out what the panel says (the protocol), so each
     # configuration keeps one label and colour across panels
     from sweeps.pareto import TRIAL_FILTER, search_all_runs
