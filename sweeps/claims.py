@@ -383,18 +383,17 @@ def evaluate_claims(experiment: str, claims_path: str | os.PathLike, out_dir: st
 def _claim_text(claim: Claim) -> str:
     """`a >= b - 0.02` / `a > b + 0.05` / `a >= b` / `|a - b| > 0.01`; with `across`, the interaction:
     `|(a - b | warmup_epochs=3) - (a - b | warmup_epochs=0)| > 0.01`."""
-    if claim.across:
-        name, first, second = claim.across
-        effect = f"(a - b | {name}={first}) - (a - b | {name}={second})"
-    elif claim.relation != "!=":
+    if not claim.across and claim.relation != "!=":
         if claim.margin == 0:
             return f"a {claim.relation} b"
         return f"a {claim.relation} b {'-' if claim.relation == '>=' else '+'} {claim.margin:g}"
-    else:
-        effect = "a - b"
+    effect = "a - b"
+    if claim.across:
+        name, first, second = claim.across
+        effect = f"(a - b | {name}={first}) - (a - b | {name}={second})"
     if claim.relation == "!=":
         return f"|{effect}| > {claim.margin:g}"
-    return f"{effect} {claim.relation} {stats.boundary(claim.relation, claim.margin):g}"
+    return f"{effect} {claim.relation} {stats.boundary(claim.relation, claim.margin) + 0.0:g}"  # + 0.0: no -0
 
 
 def _signed(value: float) -> str:
