@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,8 +210,17 @@ def build_table(client: MlflowClient, runs: list[Run], metric: str) -> dict:
         for row in rows:
             row.setdefault("bold", {})[(task, name)] = bool(row["cells"][(task, name)]) and (
                 row is leader or not significantly_below(task, name, row, leader))
-    averages = [row["average"] for row in rows if row["average"] is not None]
-    best["average"] = max(averages) if averages else None
+    for row in rows:
+        row["seed_averages"] = _seed_averages(row, tasks, seed_of) if row["average"] is not None else []
+        row["average_interval"] = (Interval(*stats.t_interval(row["seed_averages"], CONFIDENCE), T_OVER_SEEDS)
+                                   if len(row["seed_averages"]) >= 2 else Interval(None, None, NO_INTERVAL))
+    averaged = [row for row in rows if row["average"] is not None]
+    leader = max(averaged, key=lambda row: row["average"], default=None)
+    best["average"] = leader["average"] if leader else None
+    for row in averaged:
+        below = _welch_below(row["seed_averages"], leader["seed_averages"])
+        row["average_bold"] = row is leader or not (
+            below if below is not None else _printed(row["average"]) != _printed(leader["average"]))
     table = {"fields": fields, "tasks": tasks, "columns": columns, "rows": rows, "best": best, "metric": metric,
              "seed_of": seed_of, "selection": selection(runs), "model_params": _model_params(runs, tasks)}
     table["hypervolume"] = {condition_label(task, part): front_hypervolume(table, task, part)
@@ -259,6 +269,16 @@ def interval(task: str, name: str, value: Cell, predictions: SeedPredictions) ->
     return Interval(None, None, NO_INTERVAL)
 
 
+def _welch_below(values: list[float], best: list[float]) -> bool | None:
+    """Welch's one-sided t-test over seeds, values below best (p < 0.05); None when a side has fewer than two
+    values or neither has any spread (nothing to test)."""
+    if len(values) >= 2 and len(best) >= 2:
+        p_value = scipy.stats.ttest_ind(values, best, equal_var=False, alternative="less").pvalue
+        if math.isfinite(p_value):
+            return bool(p_value < SIGNIFICANCE)
+    return None
+
+
 def significantly_below(task: str, name: str, row: dict, leader: dict) -> bool:
     """Whether `row`'s cell is significantly below the column leader's: paired over their common seeds'
     dev predictions when both have some (the 95% interval of row - leader below 0), else Welch's one-sided
@@ -270,11 +290,8 @@ def significantly_below(task: str, name: str, row: dict, leader: dict) -> bool:
         effect = stats.paired_effect(task, eval_split(task, name)[1], {seed: mine[seed] for seed in common},
                                      {seed: theirs[seed] for seed in common})
         return effect.ci_high < 0
-    if value.n >= 2 and best.n >= 2:
-        p_value = scipy.stats.ttest_ind(value.values, best.values, equal_var=False, alternative="less").pvalue
-        if math.isfinite(p_value):  # NaN: no spread on either side, nothing to test
-            return bool(p_value < SIGNIFICANCE)
-    return _printed(value.mean) != _printed(best.mean)
+    below = _welch_below(value.values, best.values)
+    return below if below is not None else _printed(value.mean) != _printed(best.mean)
 
 
 def selection(runs: list[Run]) -> dict[str, list[str]]:
@@ -343,6 +360,15 @@ def _average(scores: dict[str, Cell | None], tasks: list[str]) -> float | None:
     return sum(scores[task].mean for task in tasks) / len(tasks)
 
 
+def _seed_averages(row: dict, tasks: list[str], seed_of: dict[str, str]) -> list[float]:
+    """Per seed that scored (finitely) on every task, its mean score over the tasks: the replicates the
+    average's interval and bold test use (seeds are independent runs, so these are too)."""
+    per_task = [{seed_of[run_id]: value for value, run_id in zip(row["scores"][task].values,
+                                                                  row["scores"][task].run_ids)} for task in tasks]
+    common = set.intersection(*(set(values) for values in per_task))
+    return [statistics.fmean(values[seed] for values in per_task) for seed in sorted(common)]
+
+
 def _printed(value: float) -> str:
     """A score as the table prints it (x100, one decimal): what bolding compares."""
     return f"{100 * value:.1f}"
@@ -360,11 +386,15 @@ def _cell_text(value: Cell | None, span: Interval | None, bolded: bool, bold) ->
     return f"{mean}{bounds} ({value.n}{failed})"
 
 
-def _average_text(value: float | None, best: float | None, bold) -> str:
-    if value is None:
+def _average_text(row: dict, bold) -> str:
+    """`80.1 [79.0, 81.2] (3)`: the mean of the task means, the t-interval over seeds that ran every task
+    (their count in brackets), bold where not significantly below the best average."""
+    if row["average"] is None:
         return "-"
-    text = _printed(value)
-    return bold(text) if best is not None and text == _printed(best) else text
+    text = bold(_printed(row["average"])) if row["average_bold"] else _printed(row["average"])
+    span = row["average_interval"]
+    bounds = f" [{_printed(span.low)}, {_printed(span.high)}]" if span.kind != NO_INTERVAL else ""
+    return f"{text}{bounds} ({len(row['seed_averages'])})"
 
 
 STOPPED_MARK = "†"  # md/tex: the row averages trials a scheduler stopped early (--include-stopped)
@@ -378,7 +408,7 @@ def _row_cells(table: dict, row: dict, bold) -> list[str]:
                       _train_rows_text(row, table["tasks"])]
             + [_cell_text(row["cells"][(task, name)], row["intervals"].get((task, name)),
                           row["bold"][(task, name)], bold) for task, name, _ in table["columns"]]
-            + ([_average_text(row["average"], table["best"]["average"], bold)] if len(table["tasks"]) > 1 else []))
+            + ([_average_text(row, bold)] if len(table["tasks"]) > 1 else []))
 
 
 def _trials(count: int) -> str:
@@ -388,7 +418,10 @@ def _trials(count: int) -> str:
 BOLD_RULE = ("Bold: every cell not significantly below its column's best, the warm-up checkpoint included: "
              "paired over the seeds both ran when both kept dev predictions (bold unless the 95% interval of "
              "the difference is below 0), else Welch's one-sided t-test over seeds (bold unless p < 0.05), else "
-             "(one seed, no predictions) when it prints the same as the best; avg: printed as the best.")
+             "(one seed, no predictions) when it prints the same as the best. avg: the mean of the task means, "
+             "its interval a t-interval over the per-seed averages of the seeds that ran every task (their count in "
+             "brackets), bold unless Welch's one-sided t-test on those averages puts it below the best average "
+             "(with fewer than two such seeds: when it prints the same as the best).")
 
 
 def selection_text(used: dict[str, list[str]]) -> str:
@@ -481,7 +514,7 @@ def write_csv(path: Path, table: dict) -> None:
     names = [*table["fields"], "row", "adapter_params", "trainable_params", "train_rows", "early_stopped"]
     for _, _, label in table["columns"]:
         names += [f"{label} {column}" for column in CSV_CELL_COLUMNS]
-    names += ["avg"] if len(table["tasks"]) > 1 else []
+    names += ["avg", "avg ci_low", "avg ci_high", "avg n"] if len(table["tasks"]) > 1 else []
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=names)
         writer.writeheader()
@@ -500,8 +533,10 @@ def write_csv(path: Path, table: dict) -> None:
                     line[f"{label} n"] = value.n
                 if value is not None and value.failed:  # the runs of seeds that scored NaN or infinity
                     line[f"{label} failed"] = ";".join(value.failed)
-            if len(table["tasks"]) > 1:
-                line["avg"] = "" if row["average"] is None else row["average"]
+            if len(table["tasks"]) > 1 and row["average"] is not None:
+                span = row["average_interval"]
+                line |= {"avg": row["average"], "avg ci_low": span.low, "avg ci_high": span.high,
+                         "avg n": len(row["seed_averages"])}
             writer.writerow(line)
 
 

@@ -132,6 +132,13 @@ def test_every_cell_is_the_mean_and_std_over_seeds(store, tmp_path):
         task_means = [statistics.fmean(statistics.fmean(CONFIGS[key][seed][task]) for seed in CONFIGS[key])
                       for task in ("sst2", "mrpc")]
         assert float(row["avg"]) == pytest.approx(statistics.fmean(task_means))
+        # its interval: a t-interval over each seed's own average over the tasks
+        seed_averages = [statistics.fmean(statistics.fmean(CONFIGS[key][seed][task]) for task in ("sst2", "mrpc"))
+                         for seed in sorted(CONFIGS[key])]
+        # qrlora tau 0.3's two seeds average to the same 0.80: no spread, the interval is the point
+        low, high = t_bounds(seed_averages) if statistics.stdev(seed_averages) else (seed_averages[0],) * 2
+        assert (float(row["avg ci_low"]), float(row["avg ci_high"]), int(row["avg n"])) == (
+            pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12), len(seed_averages))
 
 
 def test_bold_is_every_cell_welch_does_not_put_below_the_best_and_the_warmup_row_shows_the_checkpoint(
@@ -157,6 +164,21 @@ def test_bold_is_every_cell_welch_does_not_put_below_the_best_and_the_warmup_row
                   key for key in values}
         assert {by_row[key] for key in bold} == expected, label
     assert ties >= 1 and losses >= 1  # the data hold ties within noise and clear losses
+    # avg: bold unless Welch's test on the per-seed averages over tasks puts it below the best average
+    averages = {key: [statistics.fmean(statistics.fmean(seeds[seed][task]) for task in METRIC_NAMES)
+                      for seed in sorted(seeds)] for key, seeds in CONFIGS.items()} | {
+        "warm-up": [statistics.fmean(statistics.fmean(WARMUP[seed][task]) for task in METRIC_NAMES)
+                    for seed in sorted(WARMUP)]}
+    best = max(averages, key=lambda key: statistics.fmean(averages[key]))
+    expected = {key for key, values in averages.items() if key == best or scipy.stats.ttest_ind(
+        values, averages[best], equal_var=False, alternative="less").pvalue >= 0.05}
+    bold = {(row[header.index("method")], row[header.index("tau")]) for row in body
+            if row[header.index("avg")].startswith("**")}
+    assert {by_row[key] for key in bold} == expected and 1 <= len(expected) < len(averages)
+    low, high = t_bounds(averages["warm-up"])
+    warm_average = next(row for row in body if row[header.index("method")] == "warm-up checkpoint")[header.index("avg")]
+    assert warm_average.replace("**", "") == (f"{printed(statistics.fmean(averages['warm-up']))} [{printed(low)}, "
+                                              f"{printed(high)}] (3)")
     warm_rows = [row for row in body if row[header.index("method")] == "warm-up checkpoint"]
     assert len(warm_rows) == 1
     sst2 = warm[("sst2", "accuracy")]
