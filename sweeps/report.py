@@ -737,8 +737,9 @@ def fronts_markdown(table: dict) -> str | None:
     caption = (f"The fronts of fronts.png read by decade of trainable parameters (the task head's included): a "
                f"configuration is on the front when no other of its task, training size and protocol has a higher "
                f"mean {table['metric']} with no more parameters. Means x100 over seeds with the table's 95% "
-               f"intervals, which the front itself ignores: two members whose intervals overlap are not shown "
-               f"apart (table.md's bold says which are). {selection_text(table['selection'])}")
+               f"intervals; the front ranks the means and ignores the intervals, so a member is not shown to beat "
+               f"its neighbours (table.md's bold says which configurations a test puts below the best). "
+               f"{selection_text(table['selection'])}")
     return decades.markdown(fronts, caption)
 
 
