@@ -22,7 +22,8 @@ VALID = {"name": "demo", "tasks": ["sst2"], "methods": {"qrlora": {"tau": [0.3, 
 
 
 @pytest.mark.parametrize("name", ["quickstart", "paper_glue", "data_size", "search_qrlora", "paper_minilm",
-                                  "data_size_minilm", "basis_minilm", "zoo_minilm", "zoo_minilm_warm"])
+                                  "data_size_minilm", "basis_minilm", "zoo_minilm", "zoo_minilm_warm",
+                                  "smollm2_sst2", "zoo_smollm2"])
 def test_shipped_specs_are_valid(name):
     spec = load_spec(SPECS / f"{name}.yaml")
     assert spec.name == name.removesuffix("_warm")  # the warm-up half of the zoo joins the cold one's experiment
