@@ -373,7 +373,7 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
         ray.shutdown()
     assert cli_in_process(["report", "--experiment", "tiny", "--out", str(tmp_path / "report"), "--tracking-uri",
                            values["tracking_uri"]], cwd=tmp_path) == 0
-    files = {"table.md", "table.tex", "table.csv", "fronts.png", "tau.png", "datasize.png"}
+    files = {"table.md", "table.tex", "table.csv", "fronts.png", "fronts.md", "tau.png", "datasize.png"}
     assert {path.name for path in (tmp_path / "report").iterdir()} == files
     client = mlflow.MlflowClient(values["tracking_uri"])
     experiment = client.get_experiment_by_name("tiny")
@@ -391,8 +391,12 @@ def test_a_tiny_sweep_reports_every_file_to_its_parent_run(tiny_model_dir, glue_
         assert (row["SST-2 n"], row["SST-2 ci_kind"]) == ("3", "t over seeds")
         assert float(row["SST-2 mean"]) == pytest.approx(np.mean(seeds))
         assert (float(row["SST-2 ci_low"]), float(row["SST-2 ci_high"])) == (pytest.approx(low), pytest.approx(high))
-    for path in files - {"table.md", "table.tex", "table.csv"}:
+    for path in files - {"table.md", "table.tex", "table.csv", "fronts.md"}:
         assert (tmp_path / "report" / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # fronts.md: one row per training size's decades, sizes apart as the figure keeps them
+    decade_rows = [line for line in (tmp_path / "report" / "fronts.md").read_text().splitlines()
+                   if line.startswith("| sst2/")]
+    assert {line.split(" | ")[0].split()[1] for line in decade_rows} == {"sst2/32", "sst2/64"}
 
     one = {"task": "sst2", "relation": ">=", "margin": 0.0}
     claims = tmp_path / "claims.yaml"
