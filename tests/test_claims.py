@@ -276,16 +276,22 @@ def log_trial(client, experiment, parent, root, method, seed, prediction, label,
     return run_id
 
 
+def new_sweep(tmp_path_factory, folder: str, name: str):
+    """A fresh sqlite MLflow store holding experiment `name` and its sweep parent run."""
+    root = tmp_path_factory.mktemp(folder)
+    uri = f"sqlite:///{root}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    return root, uri, client, experiment, parent
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """MRPC trial runs of four configurations over seeds 0-2 (qrlora tau 0.3: seeds 0-1), each with its dev
     predictions and its warm-up checkpoint's, older repeats of the full runs and a FAILED run that must
     not count."""
-    root = tmp_path_factory.mktemp("claims-store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(uri)
-    experiment = client.create_experiment("sweep", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    root, uri, client, experiment, parent = new_sweep(tmp_path_factory, "claims-store", "sweep")
     rng = np.random.default_rng(11)
     label = rng.integers(0, 2, ROWS).astype(np.int32)
     predictions, ids = {}, {}
@@ -383,11 +389,7 @@ PROTOCOL_ACCURACY = {("qrlora", "0"): 0.6, ("lora", "0"): 0.85, ("qrlora", "3"):
 def protocol_store(tmp_path_factory):
     """MRPC runs of QR-LoRA and LoRA, seeds 0-2, cold (warmup_epochs 0: QR-LoRA far behind) and after the
     warm-up (3: level), in one experiment."""
-    root = tmp_path_factory.mktemp("protocol-store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    client = mlflow.MlflowClient(uri)
-    experiment = client.create_experiment("zoo", artifact_location=(root / "artifacts").as_uri())
-    parent = client.create_run(experiment, tags={"qrlora.role": "sweep"}).info.run_id
+    root, uri, client, experiment, parent = new_sweep(tmp_path_factory, "protocol-store", "zoo")
     rng = np.random.default_rng(12)
     label = rng.integers(0, 2, ROWS).astype(np.int32)
     predictions, ids = {}, {}
