@@ -1,4 +1,5 @@
 """Shared fixtures. Real GLUE data is required: a missing GLUE_DIR fails loudly, never skips."""
+import http.client
 import os
 import socket
 import subprocess
@@ -63,25 +64,37 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, port: int, artifacts: str | None = None) -> subprocess.Popen:
+def start_mlflow_server(root: Path, port: int | None = None, artifacts: str | None = None) -> tuple[subprocess.Popen, int]:
     """A real `mlflow server` on loopback (sqlite store under `root`; artifacts there too unless given), once
-    /health answers."""
+    /health answers, and its port. Without `port` it takes a free one, and another if some other process
+    (another worker's Ray, say) binds that port first; with `port` (a restart) that port or a failure."""
     root.mkdir(parents=True, exist_ok=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
-         artifacts or str(root / "artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(1 if port else 5):
+        chosen = port or free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(chosen),
+             "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
+             artifacts or str(root / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if _answers_health(server, chosen):
+            return server, chosen
+        server.kill()
+        server.wait()
+    pytest.fail(f"mlflow server did not start (last port tried: {chosen})")
+
+
+def _answers_health(server: subprocess.Popen, port: int) -> bool:
+    """Whether `server` answers /health within 120 s; False at once if it exits (its port was taken) or if
+    something that is not an HTTP server answers there."""
     deadline = time.time() + 120
-    while True:
+    while time.time() < deadline and server.poll() is None:
         try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return server
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+        except http.client.HTTPException:
+            return False
         except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("mlflow server did not start")
             time.sleep(1)
+    return False
 
 
 def listing(root: Path) -> list[str]:

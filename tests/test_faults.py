@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import free_port, start_mlflow_server
+from conftest import start_mlflow_server
 
 # The tiny BERT, every layer trained (no frozen-prefix shortcut), on 20,000 examples: epochs of about 4 s
 # on one core, long enough to kill a trial between two of them. These tests are about processes; the
@@ -178,9 +178,8 @@ def test_worker_killed_mid_epoch_restarts_from_its_checkpoint(tmp_path, tiny_mod
 def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_dir, glue_dir):
     """Stop the MLflow server after the first epoch and start it again once Ray has reported another: the
     trials keep training meanwhile, and every record arrives afterwards."""
-    port = free_port()
+    server, port = start_mlflow_server(tmp_path)
     uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path, port)
     spec = write_spec(tmp_path, "outage", glue_dir, tiny_model_dir, tracking_uri=uri,
                       methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},
                       search={"algorithm": "grid", "concurrency": 2})
@@ -199,7 +198,7 @@ def test_tracking_server_outage_delays_records_not_trials(tmp_path, tiny_model_d
                    "an epoch reported during the outage", driver)
         time.sleep(1)
         up_at = time.time()
-        server = start_mlflow_server(tmp_path, port)
+        server, _ = start_mlflow_server(tmp_path, port)
         assert driver.wait(timeout=600) == 0
         trials = runs(client, "outage", "trial")
         recorded = {run.info.run_id: epochs(client, run.info.run_id) for run in trials}

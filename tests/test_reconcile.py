@@ -8,7 +8,7 @@ import mlflow
 import psutil
 import pytest
 
-from conftest import free_port, start_mlflow_server
+from conftest import start_mlflow_server
 from sweeps.tracking import record_metrics
 from test_faults import result_rows, runs, sweep_command, wait_until, write_spec
 
@@ -42,9 +42,8 @@ def test_driver_killed_with_writes_queued_resume_repairs_mlflow_from_ray_storage
     thaw the server; `resume`. Then MLflow holds exactly what Ray stored, epoch for epoch, every value as
     the recorder converts it; the trial Ray finished while MLflow was frozen is FINISHED with its adapter;
     the run MLflow never saw was created; and resume printed what it repaired."""
-    port = free_port()
+    server, port = start_mlflow_server(tmp_path / "server")
     uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow_server(tmp_path / "server", port)
     try:
         spec = write_spec(tmp_path, "queued", glue_dir, tiny_model_dir, tracking_uri=uri,
                           methods={"qrlora": {"tau": [0.3, 0.7], "layers": "all"}},

@@ -113,9 +113,9 @@ def submit_job(dashboard: str, work: Path, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_worker_node_killed_mid_trial_on_s3_storage(tmp_path, s3_server, glue_dir, tiny_model_dir, monkeypatch):
-    mlflow_port, ray_port, dashboard_port = free_port(), free_port(), free_port()
+    server, mlflow_port = start_mlflow_server(tmp_path / "mlflow", artifacts=f"s3://{BUCKET}/mlflow-artifacts")
     tracking = f"http://127.0.0.1:{mlflow_port}"
-    server = start_mlflow_server(tmp_path / "mlflow", mlflow_port, artifacts=f"s3://{BUCKET}/mlflow-artifacts")
+    ray_port, dashboard_port = free_port(), free_port()
     work = tmp_path / "job"
     work.mkdir()
     # The tiny BERT (a folder every node reads, as the faults tests use it), every layer trained, on 20,000
