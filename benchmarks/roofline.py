@@ -7,10 +7,14 @@ and once timed. Phases: full fine-tuning (the warm-up's work), the frozen prefix
 prefix states), training on cached states (layers >= L and the head), and evaluation. Target: every
 MiniLM phase at >= 60% of the peak, or the README says what bounds it. With --compile, the training and
 evaluation phases then run again under `torch.compile` (the trial's `compile: true`): the first compiled
-run (compiling included) and a second one, against the eager seconds.
+run (compiling included) and a second one, against the eager seconds. With --profile, each training and
+evaluation phase runs once more under `torch.profiler` to say where its time goes: matrix products and
+attention (the counted FLOPs), the optimiser, every other operator (element-wise work, copies, indexing)
+and the time outside any operator (Python, the data loader, padding).
 
     python benchmarks/roofline.py --threads 1
     python benchmarks/roofline.py --threads 1 --compile
+    python benchmarks/roofline.py --threads 1 --profile
     python benchmarks/roofline.py --threads 2 --smollm2
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ class Phase:
     work: Callable[[], object] | None = None  # training and evaluation: what --compile runs again
     compiled_first: float | None = None  # seconds of the first compiled run, compiling included
     compiled: float | None = None  # seconds of the second compiled run
+    profile: dict[str, float] | None = None  # seconds per kind of work (--profile)
 
     @property
     def rate(self) -> float:
@@ -76,6 +81,40 @@ def measured(case: str, name: str, work: Callable[[], object]) -> Phase:
     started = time.perf_counter()
     work()
     return Phase(case, name, float(counter.get_total_flops()), time.perf_counter() - started, work)
+
+
+# Operators whose time the FLOP counter's work is (matrix products and attention, forward and backward).
+MATRIX_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product")
+PROFILE_KINDS = ("matrix products and attention", "optimiser", "other operators", "outside operators")
+
+
+def profiled(work: Callable[[], object]) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """Seconds per kind of work in one run under torch.profiler, and the slowest other operators.
+
+    Operators are counted by self time (their children apart), so the kinds add up; what the profiler
+    records outside any operator (Python between operators, the data loader) is the wall time left over.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    started = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        work()
+    wall = time.perf_counter() - started
+    kinds = dict.fromkeys(PROFILE_KINDS, 0.0)
+    others = []
+    for event in profiler.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        if not event.key.startswith("aten::"):
+            continue  # annotations (optimiser.step, profiler steps): their self time is Python, counted below
+        if event.key.startswith(MATRIX_OPS):
+            kinds["matrix products and attention"] += seconds
+        elif event.key.startswith(("aten::_foreach", "aten::_fused_adam")):
+            kinds["optimiser"] += seconds
+        else:
+            kinds["other operators"] += seconds
+            others.append((event.key, seconds))
+    kinds["outside operators"] = max(0.0, wall - sum(kinds.values()))
+    return {"wall": wall, **kinds}, sorted(others, key=lambda item: -item[1])[:5]
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -134,6 +173,8 @@ def main() -> None:
     parser.set_defaults(train_size=1000, threads=1)
     parser.add_argument("--smollm2", action="store_true", help="also SmolLM2-135M (QR-LoRA last 2 q, v)")
     parser.add_argument("--compile", action="store_true", help="also time training and evaluation compiled")
+    parser.add_argument("--profile", action="store_true",
+                        help="also say where each training and evaluation phase's time goes (torch.profiler)")
     args = parse(parser)
     peak = gemm_peak()
     print(f"fp32 GEMM peak (2048 x 2048 torch.mm, best of 20), {args.threads} thread(s): {peak:.1f} GFLOP/s")
@@ -141,14 +182,30 @@ def main() -> None:
     compiled_header = " compiled: first run s | then s | eager / compiled |" if args.compile else ""
     print(f"| case | phase | GFLOP | seconds | GFLOP/s | of peak | >= {TARGET:.0%} |{compiled_header}")
     print("|---|---|---|---|---|---|---|" + "---|---|---|" * args.compile)
+    profiles = []
     for case in CASES + ([SMOLLM2_CASE] if args.smollm2 else []):
         for phase in case_phases(args, *case):
+            if args.profile and phase.work is not None and not phase.name.startswith("prefix"):
+                profiles.append((phase, *profiled(phase.work)))
             fraction = phase.rate / peak
             compiled = "" if not args.compile else " - | - | - |" if phase.compiled is None else \
                 f" {phase.compiled_first:.2f} | {phase.compiled:.2f} | {phase.seconds / phase.compiled:.2f}x |"
             print(f"| {phase.case} | {phase.name} | {phase.flops / 1e9:,.1f} | {phase.seconds:.2f} | "
                   f"{phase.rate:.1f} | {fraction:.0%} | {'yes' if fraction >= TARGET else 'no'} |{compiled}",
                   flush=True)
+    if profiles:
+        print_profiles(profiles)
+
+
+def print_profiles(profiles: list[tuple[Phase, dict[str, float], list[tuple[str, float]]]]) -> None:
+    """Where each phase's time goes, eager (seconds and share of the profiled run's wall time)."""
+    print("\nwhere the time goes (one more eager run under torch.profiler; operators by self time)\n")
+    print("| case | phase | wall s | " + " | ".join(PROFILE_KINDS) + " | slowest other operators (s) |")
+    print("|---|---|---|" + "---|" * (len(PROFILE_KINDS) + 1))
+    for phase, kinds, others in profiles:
+        shares = " | ".join(f"{kinds[kind]:.2f} ({kinds[kind] / kinds['wall']:.0%})" for kind in PROFILE_KINDS)
+        slowest = ", ".join(f"{name.removeprefix('aten::')} {seconds:.2f}" for name, seconds in others)
+        print(f"| {phase.case} | {phase.name} | {kinds['wall']:.2f} | {shares} | {slowest} |", flush=True)
 
 
 if __name__ == "__main__":
