@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import ray
 
-from trainables.shared_work import shared_work_groups
+from trainables.shared_work import compute_shared_work, shared_work_groups
 
 METHODS = {"qrlora": {"layers": "last:1", "matrices": "q", "tau": 0.5},  # prefix: layer 1
            "lora": {"layers": "last:1", "matrices": "q,v", "rank": 2},    # the same prefix
@@ -23,6 +23,17 @@ def test_groups_share_a_warmup_and_data_not_a_method():
     # Nothing to share with every cache off, or with an uncached warm-up (its prefix is unknown before it)
     assert shared_work_groups([{**base, "caches": "none"}, {**base, "seed": 2, "caches": "prefix"}]) == []
     assert len(shared_work_groups([{**base, "warmup_epochs": 0, "caches": "prefix"}])) == 1
+
+
+def test_a_group_whose_trials_all_adapt_layer_0_shares_nothing_and_reads_no_data(tiny_model_dir, tmp_path):
+    """Cold trials that train layer 0 have no prefix: the pre-pass finds nothing to do and never tokenises
+    the task (here it could not: the GLUE folder is empty, so reading it would raise)."""
+    (tmp_path / "empty_glue").mkdir()
+    config = {"task": "sst2", "model": tiny_model_dir, "train_size": 48, "max_length": 32, "method": "qrlora",
+              "layers": "all", "glue_dir": str(tmp_path / "empty_glue"), "cache_dir": str(tmp_path / "cache")}
+    assert shared_work_groups([config, {**config, "method": "full"}]) != []
+    assert compute_shared_work([config, {**config, "method": "full"}], threads=1) == {}
+    assert not (tmp_path / "cache" / "prefix").exists()
 
 
 @pytest.fixture(scope="module")

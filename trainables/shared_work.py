@@ -8,6 +8,7 @@ keys, that `run_trial` reads, so trials only find entries (and a trial still com
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections import Counter
 from typing import Any
@@ -59,11 +60,13 @@ def compute_shared_work(configs: list[dict[str, Any]], threads: int, prefixes: b
     first = trials[0]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(first.model, first.resolved_cache_dir())
-    train_data, eval_data = prepare_data(first, tokenizer)
+    # Tokenised only when a warm-up or a prefix needs it: a group whose trials all adapt layer 0 shares nothing
+    tokenized = functools.cache(lambda: prepare_data(first, tokenizer))
     collate = DataCollatorWithPadding(tokenizer)
     model = load_model(first.model, get_task(first.task).num_labels, first.seed, first.resolved_cache_dir())
     done: Counter = Counter()
     if first.warmup_epochs:
+        train_data, eval_data = tokenized()
         dev_splits = {name: Split(data) for name, data in eval_data.items() if name != HOLDOUT}
         warmup = warm_up(model, first, train_data, dev_splits, collate, device)
         done["warmup_found" if warmup.hit else "warmup_computed"] += 1
@@ -75,6 +78,7 @@ def compute_shared_work(configs: list[dict[str, Any]], threads: int, prefixes: b
         if prefix is None or prefix.start in starts:
             continue
         starts.add(prefix.start)
+        train_data, eval_data = tokenized()
         splits = {"train": Split(train_data), **{name: Split(data) for name, data in eval_data.items()}}
         hit = add_prefix_states(adapted.to(device), prefix, splits, collate, trial, device)
         done["prefix_found" if hit else "prefix_computed"] += 1
