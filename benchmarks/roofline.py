@@ -92,7 +92,7 @@ def profiled(work: Callable[[], object]) -> tuple[dict[str, float], list[tuple[s
     """Seconds per kind of work in one run under torch.profiler, and the slowest other operators.
 
     Operators are counted by self time (their children apart), so the kinds add up; an operator run
-    inside `optimizer.step` or `zero_grad` is the optimiser's (on CPU AdamW runs plain div, sqrt, mul);
+    inside `optimizer.step` or `zero_grad` is the optimiser's (`_fused_adamw_`, or plain div, sqrt, mul unfused);
     what the profiler records outside any operator (Python between operators, the data loader) is the
     wall time left over.
     """

@@ -30,8 +30,9 @@ CONFIG_KEY, METRICS_KEY, DEV_DATA_KEY = "config", "warmup_metrics", "dev_data"
 # model config, the device and the precision, which the key holds too).
 WARMUP_FIELDS = ("model", "warmup_epochs", "warmup_lr", "batch_size", "warmup_ratio", "weight_decay",
                  "max_grad_norm", "seed", "max_length", "group_by_length")
-# Bump when what a checkpoint file holds, or how its key is made, changes: old files are then never read.
-WARMUP_FORMAT = 2
+# Bump when what a checkpoint file holds, or how its key is made, changes: old files are then never read
+# (3: AdamW's fused CPU kernel, whose warm-ups differ from the `foreach` ones in the last bits).
+WARMUP_FORMAT = 3
 PREDICTIONS_SUFFIX = ".predictions.npz"  # beside `<key>.safetensors`: the checkpoint's dev predictions
 
 
