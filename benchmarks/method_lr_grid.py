@@ -10,6 +10,7 @@ default times 1/10, 1/3, 1, 3, 10 unless given; `head_lr` is the method's defaul
 `--head-lrs` lists values. Scores do not depend on machine load; timings are not reported.
 
     python benchmarks/method_lr_grid.py --methods vera,fourierft
+    python benchmarks/method_lr_grid.py --lr-factors 1 --head-lrs 0.001,0.003,0.01,0.03   # head_lr at the default lr
 """
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def zoo_fields(method: str) -> dict:
 def main() -> None:
     parser = parser_with_data_options(__doc__.splitlines()[0], epochs=3)
     parser.add_argument("--methods", default=NEW_METHODS)
-    parser.add_argument("--lrs", default=None, help="lr values for every method; default: its default x FACTORS")
+    parser.add_argument("--lrs", default=None, help="lr values for every method; default: its default x --lr-factors")
+    parser.add_argument("--lr-factors", default=",".join(f"{f:.4g}" for f in FACTORS),
+                        help="multiples of each method's default lr (1 alone: a head_lr grid at the default)")
     parser.add_argument("--head-lrs", default=None, help="head_lr values; default: the method's, per protocol")
     parser.add_argument("--warmup-epochs", default="0,3", help="the protocols: 0 = cold")
     parser.add_argument("--cache-dir", default=None, help="default: a temporary directory")
@@ -50,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for method in args.methods.split(","):
             default, own_fields = METHODS[method].lr, zoo_fields(method)
-            lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else [default * f for f in FACTORS]
+            lrs = [float(v) for v in args.lrs.split(",")] if args.lrs else [default * float(f) for f in args.lr_factors.split(",")]
             for warmup_epochs in (int(v) for v in args.warmup_epochs.split(",")):
                 head_lrs = [float(v) for v in args.head_lrs.split(",")] if args.head_lrs else [None]
                 for lr in lrs:
