@@ -38,23 +38,25 @@ def spec(args: argparse.Namespace, caches: str) -> dict:
     }
 
 
-def run_variant(args: argparse.Namespace, caches: str) -> tuple[float, list[dict]]:
-    """Run one variant's sweep in a fresh directory; its wall time and the trials' final records."""
+def run_variant(args: argparse.Namespace, values: dict) -> tuple[float, list[dict], str]:
+    """Run one variant's sweep spec in a fresh directory; its wall time, the trials' final records and
+    what `run` printed."""
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as workdir:
         spec_path = Path(workdir) / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(spec(args, caches)))
+        spec_path.write_text(yaml.safe_dump(values))
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec_path)], cwd=workdir, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL if not args.verbose else None)
+        output = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec_path)], cwd=workdir,
+                                check=True, stdout=subprocess.PIPE, text=True,
+                                stderr=subprocess.DEVNULL if not args.verbose else None).stdout
         seconds = time.perf_counter() - started
         # Ray Tune writes one JSON line per reported epoch to each trial's result.json.
         finals = [json.loads(lines[-1]) for path in Path(workdir, "ray_results").rglob("result.json")
                   if (lines := path.read_text().splitlines())]
-    return seconds, finals
+    return seconds, finals, output
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_sweep_options(parser: argparse.ArgumentParser) -> None:
+    """The sweep's options, shared with `prepass_gain.py`."""
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=1)
@@ -62,9 +64,14 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--variants", default="on,off")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     parser.add_argument("--verbose", action="store_true", help="show the sweeps' own output")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sweep_options(parser)
+    parser.add_argument("--variants", default="on,off")
     args = parser.parse_args()
     if not args.glue_dir:
         parser.error("--glue-dir: not given and GLUE_DIR is not set")
@@ -74,7 +81,7 @@ def main() -> None:
           f"{args.concurrency} at a time with {args.cpus_per_trial:g} CPU each", flush=True)
     results = {}
     for variant in args.variants.split(","):
-        seconds, finals = run_variant(args, "basis,warmup,prefix" if variant == "on" else "none")
+        seconds, finals, _ = run_variant(args, spec(args, "basis,warmup,prefix" if variant == "on" else "none"))
         results[variant] = seconds
         scores = [record["score"] for record in finals]
         hits = {name: sum(bool(record[f"{name}_cache_hit"]) for record in finals) for name in ("warmup", "prefix")}
