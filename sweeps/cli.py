@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--include-stopped", action="store_true",
                         help="average trials asha/mo_asha stopped early too (default: left out, counted)")
     report.add_argument("--where", type=_param_value, action="append", metavar="PARAM=VALUE",
-                        help="only runs recording this param value, e.g. warmup_epochs=0 (one protocol); repeatable")
+                        help="only runs recording this param value, e.g. warmup_epochs=0 (one protocol); "
+                             "a|b keeps either (task=sst2|mrpc); repeatable")
     report.add_argument("--tracking-uri", default=None)
     claims = command("claims", command_claims, "test a paper's claims on a sweep's per-example predictions")
     claims.add_argument("--experiment", required=True, help="the sweep's name (its MLflow experiment)")

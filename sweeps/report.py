@@ -90,7 +90,8 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
 
     Trials that asha or mo_asha stopped at a rung are left out of the cells (and counted in the caption)
     unless `include_stopped`: their scores come from fewer epochs than the other seeds'. `where` keeps only
-    runs recording those params (`{"warmup_epochs": "0"}`: one protocol, bold against its own best)."""
+    runs recording those params (`{"warmup_epochs": "0"}`: one protocol, bold against its own best;
+    `{"task": "sst2|mrpc"}`: either value, e.g. the tasks every seed has run)."""
     if metric not in METRICS:
         raise ValueError(f"--metric: unknown {metric!r}; choose one of {', '.join(METRICS)}")
     client = MlflowClient(tracking_uri)
@@ -103,7 +104,8 @@ def write_report(experiment: str, out_dir: str | os.PathLike, tracking_uri: str 
         raise ValueError(f"--experiment: {experiment!r} has no FINISHED trial runs")
     for name, wanted in (where or {}).items():
         recorded = sorted({config_params(run).get(name, "-") for run in runs})
-        runs = [run for run in runs if same_value(config_params(run).get(name), wanted)]
+        runs = [run for run in runs if any(same_value(config_params(run).get(name), option)
+                                           for option in wanted.split("|"))]
         if not runs:
             raise ValueError(f"--where: no FINISHED trial run of {experiment!r} has {name}={wanted} "
                              f"(recorded: {', '.join(recorded)})")

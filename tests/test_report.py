@@ -310,6 +310,11 @@ def test_each_protocol_gets_its_own_front_and_hypervolume(store, tmp_path):
     assert "warmup_epochs" not in rows[0]
     assert sorted(float(row["SST-2 mean"]) for row in rows) == pytest.approx(sorted(
         statistics.fmean(values) for values in scores[3].values()))
+    # a|b keeps runs recording either value: both protocols again, and an absent one keeps nothing more
+    either = write_report("protocols", tmp_path / "either", uri, where={"warmup_epochs": "3|0"})
+    assert either["hypervolume"] == reported
+    only_warm = write_report("protocols", tmp_path / "only-warm", uri, where={"warmup_epochs": "3|7"})
+    assert only_warm["hypervolume"] == warm["hypervolume"] and only_warm["rows"] == warm["rows"]
 
 
 def test_seed_means_count_a_diverged_seed_as_failed_as_the_report_does(store, tmp_path):
