@@ -1,9 +1,10 @@
-"""What the trial benchmarks share: data options, the thread count, and the command line they print."""
+"""What the trial benchmarks share: data options, the thread count, the command line they print, the GEMM peak."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 
 import torch
 import transformers
@@ -28,3 +29,16 @@ def parse(parser: argparse.ArgumentParser) -> argparse.Namespace:
     transformers.logging.set_verbosity_error()
     print(f"command: python {sys.argv[0]} {' '.join(sys.argv[1:])}".rstrip(), flush=True)
     return args
+
+
+def gemm_peak(size: int = 2048, repeats: int = 20) -> float:
+    """GFLOP/s of an fp32 size x size matrix product at the current thread count (best of `repeats`)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size ** 3 / best / 1e9

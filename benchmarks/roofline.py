@@ -29,7 +29,7 @@ import torch._dynamo
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import DataCollatorWithPadding
 
-from common import parse, parser_with_data_options
+from common import gemm_peak, parse, parser_with_data_options
 from qrlora import BasisCache, apply_method
 from trainables.config import TrialConfig
 from trainables.glue import get_task
@@ -59,19 +59,6 @@ class Phase:
     @property
     def rate(self) -> float:
         return self.flops / self.seconds / 1e9
-
-
-def gemm_peak(size: int = 2048, repeats: int = 20) -> float:
-    """GFLOP/s of an fp32 size x size matrix product at the current thread count (best of `repeats`)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size ** 3 / best / 1e9
 
 
 def measured(case: str, name: str, work: Callable[[], object]) -> Phase:

@@ -17,11 +17,18 @@ layers, the matrices including the feed-forward ones, and the learning rate, on 
 examples, 1 warm-up epoch and 4 epochs (mo_asha: rungs at epochs 1 and 2, half go on). Every sweep starts
 from empty caches, as a new sweep would: each pays its warm-up and prefix states.
 
-    python benchmarks/search_stopping.py --search-seeds 0 1 2 --plot docs/search_stopping.png
+With `--results DIR` each finished sweep is kept as one JSON (its wall time, finished trials and the
+host: CPU capability and 1-thread GEMM peak), so a study too long for one sitting is split: a later
+launch skips the sweeps already there, and the tables and plot cover every sweep in DIR (the summary
+only seeds that have all three searches).
+
+    python benchmarks/search_stopping.py --search-seeds 0 1 2 --results studies/search_stopping \\
+        --plot docs/search_stopping.png
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -32,9 +39,11 @@ import time
 from pathlib import Path
 
 import mlflow
+import torch
 import yaml
 from scipy import stats
 
+from common import gemm_peak
 from sweeps.pareto import igd_plus, pareto_front
 
 TRAIN_SIZE = 1000
@@ -96,6 +105,30 @@ def mean_interval(values: list[float]) -> str:
     return f"{mean:.1f} [{mean - half:.1f}, {mean + half:.1f}]"
 
 
+def machine() -> dict:
+    """The host a launch ran on, so that sweeps timed on different hosts are not compared unawares."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return {"cpu": torch.backends.cpu.get_cpu_capability(), "gemm_gflops": round(gemm_peak(), 1)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_sweep(args: argparse.Namespace, name: str, variant: dict, seed: int, glue_dir: str, label: str
+              ) -> tuple[float, list[tuple[float, float, float]]]:
+    """One search through `qrlora-sweep run` in a fresh directory: its wall seconds and finished trials."""
+    with tempfile.TemporaryDirectory(prefix="bench-stopping-") as workdir:
+        path = Path(workdir) / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec(args, name, variant, seed, glue_dir)))
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(path)], cwd=workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.exit(f"{label}, seed {seed}: qrlora-sweep run failed:\n{done.stderr[-3000:]}")
+        return time.perf_counter() - started, finished_trials(Path(workdir), name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm")
@@ -105,43 +138,62 @@ def main() -> None:
                         help="IGD+ within which a sweep has found the front (axes scaled to the front's range)")
     parser.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR"))
     parser.add_argument("--plot", default=None, help="write IGD+ against time to this PNG")
+    parser.add_argument("--results", default=None,
+                        help="keep each sweep's finished trials here, one JSON per search and seed; a later launch "
+                             "skips what is there and adds seeds, and the tables cover every sweep in the folder")
     args = parser.parse_args()
     if not args.glue_dir:
         parser.error("--glue-dir: not given and GLUE_DIR is not set")
     glue_dir = str(Path(args.glue_dir).resolve())
     print(f"command: python benchmarks/search_stopping.py {' '.join(sys.argv[1:])}".rstrip(), flush=True)
-    runs = {}  # (search, seed) -> (wall seconds, finished trials)
+    results = Path(args.results) if args.results else Path(tempfile.mkdtemp(prefix="bench-stopping-results-"))
+    results.mkdir(parents=True, exist_ok=True)
+    host = machine()
+    print(f"host: {host['cpu']}, fp32 GEMM peak {host['gemm_gflops']:.1f} GFLOP/s at 1 thread; results: {results}",
+          flush=True)
     for seed in args.search_seeds:
         for index, (label, variant) in enumerate(VARIANTS.items()):
-            name = f"bench-stopping-{index}-{seed}"
-            with tempfile.TemporaryDirectory(prefix="bench-stopping-") as workdir:
-                path = Path(workdir) / "spec.yaml"
-                path.write_text(yaml.safe_dump(spec(args, name, variant, seed, glue_dir)))
-                started = time.perf_counter()
-                done = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(path)], cwd=workdir,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                if done.returncode:
-                    sys.exit(f"{label}, seed {seed}: qrlora-sweep run failed:\n{done.stderr[-3000:]}")
-                runs[label, seed] = (time.perf_counter() - started, finished_trials(Path(workdir), name))
-            print(f"{label:<26} seed {seed}: {runs[label, seed][0]:7.1f} s wall, "
-                  f"{len(runs[label, seed][1])} finished trials", flush=True)
+            record = results / f"bench-stopping-{index}-{seed}.json"
+            if record.exists():
+                print(f"{label:<26} seed {seed}: in {record.name} already", flush=True)
+                continue
+            wall, trials = run_sweep(args, record.stem, variant, seed, glue_dir, label)
+            partial = record.with_suffix(".partial")
+            partial.write_text(json.dumps({"search": label, "seed": seed, "wall": wall, "trials": trials,
+                                           "host": host}))
+            partial.rename(record)
+            print(f"{label:<26} seed {seed}: {wall:7.1f} s wall, {len(trials)} finished trials", flush=True)
 
-    everything = [(score, cost) for _, trials in runs.values() for _, score, cost in trials]
+    runs = {}  # (search, seed) -> (wall seconds, finished trials, host)
+    for record in sorted(results.glob("bench-stopping-*.json")):
+        values = json.loads(record.read_text())
+        runs[values["search"], values["seed"]] = (values["wall"], [tuple(trial) for trial in values["trials"]],
+                                                  values["host"])
+    seeds = sorted({seed for _, seed in runs if all((label, seed) in runs for label in VARIANTS)})
+    everything = [(score, cost) for _, trials, _ in runs.values() for _, score, cost in trials]
     front = pareto_front([score for score, _ in everything], [cost for _, cost in everything])
     reference = [everything[index] for index in front]
     print(f"\nreference front: {len(reference)} of {len(everything)} finished trials, every search and seed: "
           + ", ".join(f"{score:.3f} @ {cost:,.0f}" for score, cost in sorted(reference, key=lambda point: point[1])))
     print(f"epsilon: IGD+ <= {args.epsilon}\n")
-    print("| search | seed | wall (s) | trials | final IGD+ | within epsilon at (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| search | seed | host (GEMM GFLOP/s, 1 thread) | wall (s) | trials | final IGD+ | within epsilon at (s) |")
+    print("|---|---|---|---|---|---|---|")
     curves, times = {}, {label: [] for label in VARIANTS}
-    for (label, seed), (wall, trials) in runs.items():
+    for label, seed in sorted(runs, key=lambda key: (key[1], list(VARIANTS).index(key[0]))):
+        wall, trials, ran_on = runs[label, seed]
         curves[label, seed] = points = distance_over_time(trials, reference)
         reached = time_within(points, args.epsilon)
-        times[label].append(reached if reached is not None else wall)
+        if seed in seeds:
+            times[label].append(reached if reached is not None else wall)
         shown = f"{reached:.1f}" if reached is not None else f"never (>= {wall:.1f})"
-        print(f"| {label} | {seed} | {wall:.1f} | {len(trials)} | {points[-1][1]:.4f} | {shown} |")
-    print(f"\n| search | time within epsilon, mean [95% t-interval] over {len(args.search_seeds)} seeds (s) |")
+        print(f"| {label} | {seed} | {ran_on['cpu']} ({ran_on['gemm_gflops']:.1f}) | {wall:.1f} | {len(trials)} "
+              f"| {points[-1][1]:.4f} | {shown} |")
+    if len({ran_on["cpu"] for *_, ran_on in runs.values()}) > 1:
+        print("\nthe sweeps ran on different CPUs: compare each seed's searches with each other (the per-seed "
+              "ratios), not seconds across seeds")
+    if not seeds:
+        sys.exit("no search seed has all three searches yet: run more seeds")
+    print(f"\n| search | time within epsilon, mean [95% t-interval] over seeds {seeds} (s) |")
     print("|---|---|")
     for label, values in times.items():
         print(f"| {label} | {mean_interval(values)} |")
@@ -157,9 +209,10 @@ def main() -> None:
 
         figure, axes = plt.subplots(figsize=(6.4, 3.8))
         colours = dict(zip(VARIANTS, ("tab:grey", "tab:blue", "tab:orange")))
+        first_seed = min(seed for _, seed in curves)
         for (label, seed), points in curves.items():
             axes.step([seconds for seconds, _ in points], [distance for _, distance in points], where="post",
-                      color=colours[label], alpha=0.8, label=label if seed == args.search_seeds[0] else None)
+                      color=colours[label], alpha=0.8, label=label if seed == first_seed else None)
         axes.axhline(args.epsilon, color="black", linestyle=":", label=f"epsilon = {args.epsilon}")
         axes.set_yscale("symlog", linthresh=0.01)
         axes.set_xlabel("wall time since the sweep started (s)")
