@@ -23,7 +23,7 @@ launch skips the sweeps already there, and the tables and plot cover every sweep
 only seeds that have all three searches).
 
     python benchmarks/search_stopping.py --search-seeds 0 1 2 --results studies/search_stopping \\
-        --plot docs/search_stopping.png
+        --plot docs/search_stopping_igd.png
 """
 from __future__ import annotations
 
