@@ -412,13 +412,18 @@ def _rows_text(condition_summary: dict) -> str:
     return f" ({rows:,} rows)" if rows is not None else ""
 
 
+def distinct_colours(labels: list[str]) -> dict[str, tuple]:
+    """A colour per label, distinct up to 20 labels (tab10, then tab20), so two methods never share one."""
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    return {label: palette(index % palette.N) for index, label in enumerate(labels)}
+
+
 def _plot(path: Path, summary: dict, rows_by_condition: dict[str, list[dict]]) -> Figure:
     """One panel per condition (task, training size): all runs faded by method, the front as a step line on
     top; the title gives the training examples used."""
     x = summary["x"]
     methods = sorted({row["method"] for rows in rows_by_condition.values() for row in rows})
-    palette = matplotlib.colormaps["tab10"]
-    colour = {method: palette(i % palette.N) for i, method in enumerate(methods)}
+    colour = distinct_colours(methods)
     n_cols = min(len(rows_by_condition), 3)
     n_rows = math.ceil(len(rows_by_condition) / n_cols)
     fig = Figure(figsize=(4.8 * n_cols + 1.8, 3.8 * n_rows), layout="constrained")

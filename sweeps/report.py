@@ -32,7 +32,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,8 +47,8 @@ from .aggregate import Cell, cell, config_fields, config_params, full_budget, gr
     warmup_checkpoints
 from .conditions import protocol_text, size_order, size_text, warmup_text
 from .run_predictions import RunPredictions
-from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, model_params, pareto_front, reference_point, \
-    search_all_runs, seed_hypervolumes
+from .pareto import METRICS, SWEEP_FILTER, TRIAL_FILTER, distinct_colours, model_params, pareto_front, \
+    reference_point, search_all_runs, seed_hypervolumes
 
 # The columns GLUE papers print, per task: (recorded metric, column label).
 COLUMNS = {
@@ -701,8 +700,7 @@ def fronts_figure(table: dict) -> Figure | None:
     method_rows = [row for row in table["rows"] if not row["warmup"]]
     skip = _fixed_per_method(method_rows)
     labels = list(dict.fromkeys(_label(row["config"], skip) for row in method_rows))
-    colours = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]  # distinct up to 20 configurations
-    colour_of = {label: colours(index % colours.N) for index, label in enumerate(labels)}
+    colour_of = distinct_colours(labels)
     for ax, (task, part) in zip(axes, conditions):
         points = _front_points(table, task, part)
         for cost, score, row in points:

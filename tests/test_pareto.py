@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param
 
 from sweeps import pareto
 from sweeps.conditions import size_text
-from sweeps.pareto import export_pareto, hypervolume, igd_plus, pareto_front
+from sweeps.pareto import distinct_colours, export_pareto, hypervolume, igd_plus, pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OUTPUT_FILES = {"pareto.csv", "pareto.json", "pareto.png"}
@@ -471,3 +471,10 @@ def test_igd_plus_hand_computed() -> None:
 def test_igd_plus_rejects_empty_sets() -> None:
     with pytest.raises(ValueError, match="at least one run and one reference point"):
         igd_plus([], [], [0.9], [100])
+
+
+def test_every_method_on_a_plot_gets_its_own_colour():
+    """The zoo plots 12+ methods: tab10 alone repeated its colours (BitFit and VB-LoRA shared a blue)."""
+    for count in (3, 10, 12, 20):
+        labels = [f"method {index}" for index in range(count)]
+        assert len(set(distinct_colours(labels).values())) == count

@@ -26,13 +26,16 @@ def test_groups_share_a_warmup_and_data_not_a_method():
 
 
 def test_a_group_whose_trials_all_adapt_layer_0_shares_nothing_and_reads_no_data(tiny_model_dir, tmp_path):
-    """Cold trials that train layer 0 have no prefix: the pre-pass finds nothing to do and never tokenises
-    the task (here it could not: the GLUE folder is empty, so reading it would raise)."""
+    """Cold trials that train layer 0 have no prefix: the group gets no pre-pass task, and one called anyway
+    finds nothing to do and never tokenises the task (here it could not: the GLUE folder is empty, so reading
+    it would raise). One method that may leave a frozen prefix keeps the group."""
     (tmp_path / "empty_glue").mkdir()
     config = {"task": "sst2", "model": tiny_model_dir, "train_size": 48, "max_length": 32, "method": "qrlora",
               "layers": "all", "glue_dir": str(tmp_path / "empty_glue"), "cache_dir": str(tmp_path / "cache")}
-    assert shared_work_groups([config, {**config, "method": "full"}]) != []
-    assert compute_shared_work([config, {**config, "method": "full"}], threads=1) == {}
+    layer_zero = [config, {**config, "method": "full"}, {**config, "method": "lora", "layers": "0,1"}]
+    assert shared_work_groups(layer_zero) == []
+    assert [len(group) for group in shared_work_groups([*layer_zero, {**config, "layers": "1"}])] == [4]
+    assert compute_shared_work(layer_zero, threads=1) == {}
     assert not (tmp_path / "cache" / "prefix").exists()
 
 

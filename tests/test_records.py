@@ -162,7 +162,7 @@ def kept(glue_dir, tmp_path_factory):
     from sweeps.spec import parse_spec
 
     work = tmp_path_factory.mktemp("kept")
-    values = {"name": "kept", "tasks": ["sst2"], "train_sizes": [64], "epochs": 2, "warmup_epochs": 1,
+    values = {"name": "kept", "tasks": ["sst2"], "train_sizes": [64], "epochs": 1, "warmup_epochs": 1,
               "trial": {"max_length": MAX_LENGTH, "cache_dir": str(work / "cache"), "glue_dir": str(glue_dir),
                         "log_full_model": True},
               "methods": {"qrlora": {"tau": 0.5, "layers": "last:2", "matrices": "q,v"},

@@ -167,10 +167,10 @@ def test_the_prefix_cache_gives_the_models_logits_on_a_padded_batch(base, batch)
 
 def test_a_one_epoch_trial_records_the_ranks_of_its_weights(converted, base, glue_dir):
     """The trial finds the model already converted in its own cache dir, and leaves $QRLORA_CACHE_DIR alone.
-    64 examples cut to 16 tokens: what is checked (ranks, counts, caches) does not depend on the data, and the
-    frozen 28 layers still run over all 872 dev sentences."""
-    record = run_trial(TrialConfig(model="smollm2", train_size=64, epochs=1, max_length=16, layers="last:2",
-                                   matrices="q,v", glue_dir=str(glue_dir), cache_dir=str(converted[0])))
+    64 RTE pairs cut to 16 tokens: what is checked (ranks, counts, caches) does not depend on the data, and the
+    frozen 28 layers still run over all 277 dev pairs (the smallest dev set in the shared GLUE folder)."""
+    record = run_trial(TrialConfig(model="smollm2", task="rte", train_size=64, epochs=1, max_length=16,
+                                   layers="last:2", matrices="q,v", glue_dir=str(glue_dir), cache_dir=str(converted[0])))
     layers = base.model.layers
     assert record["ranks"] == {f"model.layers.{index}.self_attn.{matrix}_proj": scipy_rank(
         getattr(layers[index].self_attn, f"{matrix}_proj").weight, 0.5) for index in (28, 29) for matrix in "qv"}

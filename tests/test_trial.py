@@ -50,9 +50,9 @@ def test_qrlora_counts_match_library_report(records):
     assert records["lora"]["adapter_params"] == 2 * 2 * (384 + 384) == records["svd_lora"]["adapter_params"]
 
 
-def test_warmup_checkpoint_is_computed_once_and_shared(glue_dir, tmp_path):
+def test_warmup_checkpoint_is_computed_once_and_shared(glue_dir, tiny_model_dir, tmp_path):
     shared = {"glue_dir": str(glue_dir), "cache_dir": str(tmp_path), "warmup_epochs": 1, **SHORT,
-              "train_size": 64, "epochs": 1}
+              "model": tiny_model_dir, "train_size": 64, "epochs": 1, "max_length": 32, "layers": "last:1"}
     first = run_trial(TrialConfig(method="qrlora", **shared))
     second = run_trial(TrialConfig(method="lora", rank=2, tau=0.3, **shared))
     other_seed = run_trial(TrialConfig(method="qrlora", **{**shared, "seed": 1}))

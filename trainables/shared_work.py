@@ -40,13 +40,25 @@ def shared_work_groups(configs: list[dict[str, Any]]) -> list[list[dict[str, Any
     for config in configs:
         key = json.dumps({name: config.get(name) for name in SHARED_FIELDS}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(config)
-    return [group for group in groups.values() if _cached(TrialConfig.from_dict(group[0]))]
+    return [group for group in groups.values() if _shares_work([TrialConfig.from_dict(config) for config in group])]
 
 
-def _cached(config: TrialConfig) -> bool:
-    """Whether a trial of `config` reads shared work from a cache: its warm-up, or without one its prefix
-    states (with an uncached warm-up, its prefix states cannot be known before it runs)."""
-    return "warmup" in config.cache_set if config.warmup_epochs else "prefix" in config.cache_set
+def _shares_work(trials: list[TrialConfig]) -> bool:
+    """Whether the group's trials read shared work from a cache: their warm-up, or without one the prefix
+    states of a method that leaves layer 0 frozen (with an uncached warm-up, the prefix states cannot be
+    known before it runs)."""
+    first = trials[0]
+    if first.warmup_epochs:
+        return "warmup" in first.cache_set
+    return "prefix" in first.cache_set and not all(map(_trains_layer_zero, trials))
+
+
+def _trains_layer_zero(trial: TrialConfig) -> bool:
+    """Whether the trial trains layer 0 (full fine-tuning, `layers: all` or an explicit 0), so has no frozen
+    prefix: known from the config, without loading the model. False means only that it may have one."""
+    method = trial.method_config()
+    layers = getattr(method, "layers", "all")
+    return layers == "all" or (not isinstance(layers, str) and 0 in layers)
 
 
 def compute_shared_work(configs: list[dict[str, Any]], threads: int, prefixes: bool = True) -> Counter:
@@ -72,6 +84,8 @@ def compute_shared_work(configs: list[dict[str, Any]], threads: int, prefixes: b
         done["warmup_found" if warmup.hit else "warmup_computed"] += 1
     starts: set[int] = set()
     for trial in trials if prefixes and "prefix" in first.cache_set else []:
+        if _trains_layer_zero(trial):
+            continue
         torch.manual_seed(trial.seed)  # as run_trial does before the method (LoRA's A)
         adapted, _ = apply_method(copy.deepcopy(model), trial.method_config(), basis_cache(trial))
         prefix = frozen_prefix(adapted)
