@@ -237,17 +237,24 @@ def main() -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from matplotlib.lines import Line2D
+
         figure, axes = plt.subplots(figsize=(6.4, 3.8))
         colours = dict(zip(VARIANTS, ("tab:grey", "tab:blue", "tab:orange")))
-        first_seed = min(seed for _, seed in curves)
+        slow = {key for key in curves if runs[key][2]["gemm_gflops"] < 0.8 * max(speeds)}  # seconds run longer
         for (label, seed), points in curves.items():
             axes.step([seconds for seconds, _ in points], [distance for _, distance in points], where="post",
-                      color=colours[label], alpha=0.8, label=label if seed == first_seed else None)
-        axes.axhline(args.epsilon, color="black", linestyle=":", label=f"epsilon = {args.epsilon}")
-        axes.set_yscale("symlog", linthresh=0.01)
+                      color=colours[label], alpha=0.8, linestyle="--" if (label, seed) in slow else "-")
+        axes.axhline(args.epsilon, color="black", linestyle=":")
+        handles = [Line2D([], [], color=colour, label=label) for label, colour in colours.items()]
+        handles.append(Line2D([], [], color="black", linestyle=":", label=f"epsilon = {args.epsilon}"))
+        if slow:
+            handles.append(Line2D([], [], color="0.4", linestyle="--", label="on a host under 80% of the fastest "
+                                                                             "one's GEMM rate"))
+        axes.set_yscale("log")
         axes.set_xlabel("wall time since the sweep started (s)")
         axes.set_ylabel("IGD+ to the reference front")
-        axes.legend(fontsize=8)
+        axes.legend(handles=handles, fontsize=8)
         figure.tight_layout()
         figure.savefig(args.plot, dpi=120)
         print(f"plot: {args.plot}")
