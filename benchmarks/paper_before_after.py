@@ -119,10 +119,16 @@ def summarise(results: Path) -> None:
         print(f"per-task ratio: geometric mean {math.exp(mean):.2f}x, 95% t-interval "
               f"[{math.exp(mean - half):.2f}, {math.exp(mean + half):.2f}] over {len(log_ratios)} tasks")
     print("task   | warm-up inside the full trial before (its seconds before - after) | pre-pass "
-          "(extra wait for the first trial) | trials' share of the after wall")
+          "(warm-up and prefix states: the extra wait for the first trial) | trials' share of the after wall")
     for task, warmup_in_trial, prepass, trials_share in phases:
         print(f"{task:6} | {warmup_in_trial:6.1f} s | {prepass:6.1f} s ({warmup_in_trial / prepass:.2f}x faster) "
               f"| {trials_share:.0%}")
+    # What the pre-pass could give at most: the same trials after a warm-up that took no time, or one that
+    # took exactly half its one-thread time (both cores, perfect scaling).
+    prepass_sum = sum(prepass for _task, _warmup, prepass, _share in phases)
+    half_warmup_sum = sum(warmup / 2 for _task, warmup, _prepass, _share in phases)
+    print(f"bounds: an instant pre-pass {before_sum / (after_sum - prepass_sum):.2f}x; a pre-pass at half the "
+          f"one-thread warm-up {before_sum / (after_sum - prepass_sum + half_warmup_sum):.2f}x")
 
 
 def main() -> None:
