@@ -92,6 +92,8 @@ def trial_records(run_dir: Path) -> dict:
 def summarise(results: Path) -> None:
     walls = finished_walls(results)
     tasks = [task for task, arm in walls if arm == "before" and (task, "after") in walls]
+    if not tasks:
+        sys.exit(f"{results / 'walls.txt'}: no task has finished at both commits yet")
     print(f"{'task':6} {'before s':>9} {'after s':>9} {'ratio':>6} | to 1st trial b/a | trial s before/after "
           f"({' '.join(METHODS)}) | dev score after - before")
     log_ratios, phases = [], []
